@@ -1,0 +1,47 @@
+"""Parity tolerances: one table keyed by (target, precision). ``"*"`` is the default for any target.
+
+Float exports are judged by the largest absolute error of any output on any frame of the rollout (states
+included). Quantised exports (int8) cannot match to 1e-4 by design; they are judged by alpha quality against the
+PyTorch fp32 rollout: mean absolute error of ``pha`` and of ``fgr`` where the reference alpha > 0.
+A ``None`` bound is reported but not judged.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["Tolerance", "TOLERANCES", "tolerance_for"]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    frame_max: float | None  # max |fgr - ref| and |pha - ref| over all pixels and frames
+    state_max: float | None  # max |rKo - ref| over all frames (states are compared where the model exposes them)
+    pha_mad: float | None = None  # mean |pha - ref| over the rollout
+    fgr_mad: float | None = None  # mean |fgr - ref| over pixels where the reference alpha > 0
+    why: str = ""  # where the number comes from
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+FP32 = Tolerance(1e-4, 1e-4, why="float32 kernels reorder sums; the issue's bound for every fp32 export")
+TOLERANCES: dict[tuple[str, str], Tolerance] = {
+    ("*", "fp32"): FP32,
+    ("*", "fp16"): Tolerance(
+        frame_max=5e-2, state_max=5e-2, pha_mad=2e-3, fgr_mad=2e-3,
+        why="half-precision weights and activations with states fed back; MAD bounds keep the bulk honest"),
+    ("*", "bf16"): Tolerance(
+        frame_max=2.5e-1, state_max=2.5e-1, pha_mad=1e-2, fgr_mad=1e-2,
+        why="bfloat16 keeps 8 mantissa bits (~4e-3 relative); judged mainly by mean alpha error"),
+    ("*", "int8"): Tolerance(
+        frame_max=None, state_max=None, pha_mad=2e-2, fgr_mad=3e-2,
+        why="8-bit activations: judged by alpha quality (pha MAD x1e3 <= 20, the order of the paper's MAD)"),
+}
+
+
+def tolerance_for(target: str, precision: str) -> Tolerance:
+    key = (target, str(precision))
+    if key in TOLERANCES:
+        return TOLERANCES[key]
+    return TOLERANCES[("*", str(precision))]

@@ -1,0 +1,109 @@
+"""Export wrappers: the network behind the I/O contract (``src, r1i..r4i[, downsample_ratio] -> fgr, pha, r1o..r4o``).
+
+These wrap :class:`model.MattingNetwork` for tracing; the network's own ``forward`` has no export branches.
+
+- Static contract (resolution and ratio fixed): calls ``forward`` with the fixed ratio, so the traced graph is
+  exactly what PyTorch runs (no refiner at ratio 1).
+- Dynamic contract (any H x W, runtime ratio): the low-res frame is an ONNX ``Resize`` driven by the ratio as a
+  *scale* (the same sampling grid as PyTorch's ``scale_factor`` with ``recompute_scale_factor=False``), and the
+  refiner is gated without a branch: at ratio 1 its low-res coefficients become A = 0, b = y, so the upsampled
+  output is exactly the unrefined prediction (an identity-size bilinear resize copies its input). At any other
+  ratio the gate passes A and b through unchanged. This is what makes the dynamic graph equal PyTorch at 1.0.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from model import MattingNetwork
+from model.guided_filter import apply_coefficients
+from rvm_export.spec import IOSpec, Layout
+
+__all__ = ["StaticContract", "DynamicContract", "ResizeByScale", "contract_module", "example_inputs"]
+
+
+class ResizeByScale(torch.autograd.Function):
+    """Bilinear resize by a runtime scale tensor; exports to ONNX ``Resize`` with ``scales`` from that tensor."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, ratio: Tensor) -> Tensor:  # type: ignore[override]
+        return MattingNetwork.downsample(x, float(ratio.reshape(-1)[0]))
+
+    @staticmethod
+    def symbolic(g, x, ratio):  # pragma: no cover - exercised through torch.onnx.export
+        ones = g.op("Constant", value_t=torch.tensor([1.0, 1.0], dtype=torch.float32))
+        flat = g.op("Reshape", ratio, g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64)))
+        scales = g.op("Concat", ones, flat, flat, axis_i=0)
+        roi = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+        out = g.op("Resize", x, roi, scales, mode_s="linear", coordinate_transformation_mode_s="half_pixel",
+                   nearest_mode_s="floor")
+        out.setType(x.type())  # same rank and channels; lets the exporter know the convs' input channels
+        return out
+
+
+class _Contract(nn.Module):
+    def __init__(self, model: MattingNetwork, spec: IOSpec) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.spec = spec
+        self.nhwc = spec.layout == Layout.NHWC
+
+    def _in(self, x: Tensor) -> Tensor:
+        return x.permute(0, 3, 1, 2) if self.nhwc else x
+
+    def _out(self, x: Tensor) -> Tensor:
+        return x.permute(0, 2, 3, 1) if self.nhwc else x
+
+
+class StaticContract(_Contract):
+    """Fixed resolution and ratio: ``forward(src, r1i, r2i, r3i, r4i)``."""
+
+    def __init__(self, model: MattingNetwork, spec: IOSpec) -> None:
+        super().__init__(model, spec)
+        if spec.bucket is None:
+            raise ValueError("StaticContract needs a spec with a fixed bucket")
+        self.ratio = spec.bucket.ratio
+
+    def forward(self, src: Tensor, r1i: Tensor, r2i: Tensor, r3i: Tensor, r4i: Tensor) -> tuple[Tensor, ...]:
+        states = [self._in(r) for r in (r1i, r2i, r3i, r4i)]
+        outputs = self.model(self._in(src), *states, downsample_ratio=self.ratio)
+        return tuple(self._out(t) for t in outputs)
+
+
+class DynamicContract(_Contract):
+    """Any resolution, runtime ratio: ``forward(src, r1i, r2i, r3i, r4i, downsample_ratio)``."""
+
+    def forward(self, src: Tensor, r1i: Tensor, r2i: Tensor, r3i: Tensor, r4i: Tensor,
+                downsample_ratio: Tensor) -> tuple[Tensor, ...]:
+        m = self.model
+        src = self._in(src)
+        src_sm = ResizeByScale.apply(src, downsample_ratio)
+        hid, states = m.encode_decode(src_sm, [self._in(r) for r in (r1i, r2i, r3i, r4i)])
+        fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
+        a, b, y = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)
+        at_full_res = (downsample_ratio.reshape(1, 1, 1, 1) == 1.0)
+        a = torch.where(at_full_res, torch.zeros_like(a), a)
+        b = torch.where(at_full_res, y, b)
+        fgr_residual, pha = apply_coefficients(a, b, src)
+        fgr, pha = m.compose(src, fgr_residual, pha)
+        return tuple(self._out(t) for t in (fgr, pha, *states))
+
+
+def contract_module(model: MattingNetwork, spec: IOSpec) -> _Contract:
+    return DynamicContract(model, spec) if spec.dynamic else StaticContract(model, spec)
+
+
+def example_inputs(spec: IOSpec, bucket=None, seed: int = 0) -> tuple[Tensor, ...]:
+    """Tracing inputs in the contract's order and layout: a random frame, zero states, the ratio if dynamic."""
+    bucket = bucket or spec.bucket
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.rand(1, 3, bucket.height, bucket.width, generator=gen)
+    arrays = spec.zero_states(bucket, dtype="float32")
+    states = [torch.from_numpy(arrays[k]) for k in ("r1i", "r2i", "r3i", "r4i")]
+    src = src.permute(0, 2, 3, 1).contiguous() if spec.layout == Layout.NHWC else src
+    inputs: list[Tensor] = [src, *states]
+    if spec.dynamic:
+        inputs.append(torch.tensor([bucket.ratio], dtype=torch.float32))
+    return tuple(inputs)
+
+
