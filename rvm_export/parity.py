@@ -15,7 +15,7 @@ from .errors import OutputMatchError, ParityError, ShapeError, ToleranceError
 from .spec import FRAME_OUTPUTS, STATE_OUTPUTS, Bucket
 from .tolerances import Tolerance
 
-__all__ = ["ParityReport", "OutputErrors", "compare_rollout", "compare_outputs"]
+__all__ = ["ParityReport", "OutputErrors", "compare_rollout", "compare_many", "compare_outputs"]
 
 
 @dataclass
@@ -158,13 +158,34 @@ def compare_rollout(reference, candidate, frames: Iterable[np.ndarray], *, targe
                     progress: bool = False) -> ParityReport:
     """Step both :class:`~targets.base.Stream` objects through ``frames`` from zero states and compare."""
     report = ParityReport(target, artifact, str(precision), bucket, label, tolerance)
+    compare_many(reference, [(report, candidate)], frames, progress=progress)
+    return report
+
+
+def compare_many(reference, candidates: list[tuple[ParityReport, Any]], frames: Iterable[np.ndarray],
+                 progress: bool = False) -> dict[int, str]:
+    """Advance one reference stream and several candidate streams in lockstep (the reference runs once per frame).
+
+    A candidate whose ``step`` raises is dropped from the rest of the rollout; returns ``{index: error}`` for those.
+    """
     reference.reset()
-    candidate.reset()
+    for _, stream in candidates:
+        stream.reset()
+    errors: dict[int, str] = {}
     iterator = frames
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(frames, desc=f"parity {artifact} {bucket.label}", unit="frame", leave=False)
+        bucket = candidates[0][0].bucket.label if candidates else ""
+        iterator = tqdm(frames, desc=f"parity {bucket}", unit="frame", leave=False)
     for frame in iterator:
-        report.add_frame(reference.step(frame), candidate.step(frame))
-    return report
+        expected = reference.step(frame)
+        for index, (report, stream) in enumerate(candidates):
+            if index in errors:
+                continue
+            try:
+                report.add_frame(expected, stream.step(frame))
+            except Exception as exc:  # a runtime failing mid-rollout is a parity failure, reported with its cause
+                errors[index] = f"{type(exc).__name__} at frame {report.frames}: {exc}"
+                report.structural.append(f"runtime error at frame {report.frames}: {exc}")
+    return errors

@@ -32,6 +32,8 @@ __all__ = ["NAME", "PRECISIONS", "RUNTIME_LABEL", "missing", "check_request", "e
 
 NAME = "onnx"
 PRECISIONS = ("fp32", "fp16", "int8")
+DEFAULT_PRECISION = "fp32"
+SUPPORTS_DYNAMIC = True  # `--downsample-ratio auto` gives the dynamic graph
 RUNTIME_LABEL = "ONNX Runtime"
 DEFAULT_OPSET = 17  # Resize-with-scales and every op we emit exist since 13; 17 is what TensorRT 8.6+ and ORT take
 log = logging.getLogger(__name__)

@@ -1,0 +1,137 @@
+"""Throughput: steady-state per-frame latency (median, p90), FPS, first-frame latency, load time, file size.
+
+Several artifacts are measured side by side in one run: each is loaded and warmed up, then timed in interleaved
+rounds (A, B, C, A, B, C, ...) so that a noisy, shared machine slows all of them alike. Each step hands the
+runtime a new frame, keeps the states as the runtime's own values, and returns fgr and pha as arrays
+(what an app consumes). Report ratios from one run, not numbers from different runs.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .scene import MovingScene
+from .spec import Bucket
+
+__all__ = ["BenchEntry", "BenchResult", "bench_side_by_side", "machine_info", "format_table"]
+
+
+@dataclass
+class BenchEntry:
+    name: str  # row label
+    load: Callable[[], Any]  # returns a Runner; timed as the load time
+    path: Path | None = None  # artifact on disk (for the file size)
+
+
+@dataclass
+class BenchResult:
+    name: str
+    runtime: str  # the runner's label (runtime, device, threads)
+    bucket: str
+    frames: int  # timed frames
+    load_s: float
+    first_frame_ms: float
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    fps: float
+    file_bytes: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _size(path: Path | None) -> int | None:
+    if path is None or not Path(path).exists():
+        return None
+    path = Path(path)
+    return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 30, warmup: int = 3,
+                       rounds: int = 3, progress: bool = True, distinct_frames: int = 4) -> list[BenchResult]:
+    """Time every entry at ``bucket``; ``frames`` timed steps each, split over ``rounds`` interleaved rounds."""
+    scene = MovingScene(bucket.width, bucket.height, distinct_frames, seed=7)
+    clip = [scene.frame(t) for t in range(distinct_frames)]
+    loaded = []
+    for entry in entries:
+        start = time.perf_counter()
+        runner = entry.load()
+        load_s = time.perf_counter() - start
+        stream = runner.stream(bucket)
+        start = time.perf_counter()
+        stream.step(clip[0])
+        first_ms = 1e3 * (time.perf_counter() - start)
+        for i in range(warmup):
+            stream.step(clip[(i + 1) % distinct_frames])
+        loaded.append((entry, runner, stream, load_s, first_ms, []))
+    per_round = max(1, frames // rounds)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=per_round * rounds * len(loaded), desc=f"bench {bucket.label}", unit="frame", leave=False)
+    for _ in range(rounds):
+        for entry, runner, stream, _, _, times in loaded:
+            for i in range(per_round):
+                frame = clip[i % distinct_frames]
+                start = time.perf_counter()
+                stream.step(frame)
+                times.append(1e3 * (time.perf_counter() - start))
+                if bar is not None:
+                    bar.update(1)
+    if bar is not None:
+        bar.close()
+    results = []
+    for entry, runner, stream, load_s, first_ms, times in loaded:
+        arr = np.asarray(times)
+        median = float(np.median(arr))
+        results.append(BenchResult(entry.name, getattr(runner, "label", type(runner).__name__), bucket.label,
+                                   len(arr), load_s, first_ms, median, float(np.percentile(arr, 90)),
+                                   float(arr.mean()), 1e3 / median, _size(entry.path)))
+    return results
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
+                            "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        info["load_average"] = [round(x, 2) for x in psutil.getloadavg()]
+    except (ImportError, OSError):
+        pass
+    return info
+
+
+def format_table(results: list[BenchResult], baseline: str | None = None) -> str:
+    """Markdown table; with ``baseline`` a column of speed-ups (baseline median / row median) from the same run."""
+    base = {r.bucket: r.median_ms for r in results if r.name == baseline} if baseline else {}
+    header = "| artifact | bucket | median ms | p90 ms | FPS | first frame ms | load s | size MB |"
+    rule = "|---|---|---|---|---|---|---|---|"
+    if base:
+        header += f" speed-up vs {baseline} |"
+        rule += "---|"
+    lines = [header, rule]
+    for r in results:
+        size = f"{r.file_bytes / 1e6:.1f}" if r.file_bytes else "-"
+        row = (f"| {r.name} | {r.bucket} | {r.median_ms:.1f} | {r.p90_ms:.1f} | {r.fps:.1f} | {r.first_frame_ms:.0f} "
+               f"| {r.load_s:.2f} | {size} |")
+        if base:
+            row += f" {base[r.bucket] / r.median_ms:.2f}x |" if r.bucket in base else " - |"
+        lines.append(row)
+    return "\n".join(lines)
