@@ -56,15 +56,48 @@ def _read_pickle(path: Path) -> object:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        message = str(exc)
-        if "weights_only" in message or "Unsupported global" in message or "GLOBAL" in message:
+        code = _foreign_globals(path)
+        if code:
             raise UnsafeCheckpointError(
-                f"{path} refused: it is a pickle that would load code, not only tensors "
-                f"({message.splitlines()[0] if message else 'unsafe global'}). Only plain state dicts are accepted; "
-                f"convert trusted files with torch.save(model.state_dict(), ...) or use .safetensors") from exc
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {message}") from exc
+                f"{path} refused: it is a pickle that would import or call {', '.join(code[:4])} when loaded, "
+                f"not only tensors. Only plain state dicts are accepted; re-save trusted files with "
+                f"torch.save(model.state_dict(), ...) or use .safetensors") from exc
+        lines = [line for line in str(exc).splitlines() if "Unsupported" in line] or str(exc).splitlines()[:1]
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (corrupt, or not a state dict of "
+                              f"tensors): {lines[0].strip() if lines else type(exc).__name__}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {exc}") from exc
+
+
+# Globals a plain state dict pickle legitimately names (tensor rebuilding, dtypes, ordered dicts).
+_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray._reconstruct")
+
+
+def _foreign_globals(path: Path) -> list[str]:
+    """Names the pickle would import (GLOBAL / STACK_GLOBAL) other than tensor machinery; [] if none or unreadable."""
+    import pickletools
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+                if member is None:
+                    return []
+                data = archive.read(member)
+        else:
+            data = path.read_bytes()
+        found: list[str] = []
+        strings: list[str] = []
+        for opcode, arg, _ in pickletools.genops(data):
+            if opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(str(arg))
+            elif opcode.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:  # not a parseable pickle: corrupt rather than malicious
+        return []
+    return sorted({name for name in found if not name.startswith(_SAFE_GLOBAL_PREFIXES)})
 
 
 def unwrap_training_checkpoint(raw: object, path: Path | str = "<memory>") -> StateDict:

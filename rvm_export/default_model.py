@@ -15,7 +15,7 @@ from model import MattingNetwork
 __all__ = ["seeded_default_model", "UNTRAINED_WARNING"]
 
 UNTRAINED_WARNING = (
-    "WARNING: no --checkpoint given: exporting the SEEDED DEFAULT model. Its weights are random (untrained) and its "
+    "WARNING: no --checkpoint given: exporting the SEEDED DEFAULT model. Its weights are random (UNTRAINED) and its "
     "mattes are meaningless. Use it to test the export pipeline only; pass --checkpoint rvm_mobilenetv3.pth (or your "
     "own training output) for a real model."
 )
