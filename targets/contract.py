@@ -2,8 +2,8 @@
 
 These wrap :class:`model.MattingNetwork` for tracing; the network's own ``forward`` has no export branches.
 
-- Static contract (resolution and ratio fixed): calls ``forward`` with the fixed ratio, so the traced graph is
-  exactly what PyTorch runs (no refiner at ratio 1).
+- Static contract (resolution and ratio fixed): at ratio 1 it calls ``forward`` (no refiner); otherwise it composes
+  the network's pieces with :func:`refine_and_compose`, the refiner tail rearranged to touch full resolution less.
 - Dynamic contract (any H x W, runtime ratio): the low-res frame is an ONNX ``Resize`` driven by the ratio as a
   *scale* (the same sampling grid as PyTorch's ``scale_factor`` with ``recompute_scale_factor=False``), and the
   refiner is gated without a branch: at ratio 1 its low-res coefficients become A = 0, b = y, so the upsampled
@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from model import MattingNetwork
-from model.guided_filter import apply_coefficients
 from rvm_export.spec import IOSpec, Layout
 
-__all__ = ["StaticContract", "DynamicContract", "ResizeByScale", "contract_module", "example_inputs"]
+__all__ = ["StaticContract", "DynamicContract", "ResizeByScale", "contract_module", "example_inputs",
+           "refine_and_compose"]
 
 
 class ResizeByScale(torch.autograd.Function):
@@ -39,6 +40,25 @@ class ResizeByScale(torch.autograd.Function):
                    nearest_mode_s="floor")
         out.setType(x.type())  # same rank and channels; lets the exporter know the convs' input channels
         return out
+
+
+def _up(x: Tensor, like: Tensor) -> Tensor:
+    return F.interpolate(x, size=(like.size(2), like.size(3)), mode="bilinear", align_corners=False)
+
+
+def refine_and_compose(src: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """The refiner's full-resolution tail and the final composition in fewer full-resolution passes.
+
+    Same algebra as ``apply_coefficients`` followed by ``compose`` (the filter is per channel:
+    fgr = clamp(A_rgb * src + b_rgb + src), pha = clamp(A_g * mean(src) + b_g)), rearranged so the ``+ src`` folds into
+    the low-res coefficients (bilinear weights sum to one) and no 4-channel guide is concatenated or split at full
+    resolution. Differs from PyTorch's order of operations by float32 rounding only (~1e-7).
+    """
+    a_rgb, a_gray = a.split([3, 1], dim=1)
+    b_rgb, b_gray = b.split([3, 1], dim=1)
+    fgr = _up(a_rgb + 1.0, src) * src + _up(b_rgb, src)
+    pha = _up(a_gray, src) * src.mean(dim=1, keepdim=True) + _up(b_gray, src)
+    return fgr.clamp(0.0, 1.0), pha.clamp(0.0, 1.0)
 
 
 class _Contract(nn.Module):
@@ -66,8 +86,17 @@ class StaticContract(_Contract):
 
     def forward(self, src: Tensor, r1i: Tensor, r2i: Tensor, r3i: Tensor, r4i: Tensor) -> tuple[Tensor, ...]:
         states = [self._in(r) for r in (r1i, r2i, r3i, r4i)]
-        outputs = self.model(self._in(src), *states, downsample_ratio=self.ratio)
-        return tuple(self._out(t) for t in outputs)
+        src = self._in(src)
+        if self.ratio == 1.0:  # no refiner: exactly what forward() runs
+            outputs = self.model(src, *states, downsample_ratio=1.0)
+            return tuple(self._out(t) for t in outputs)
+        m = self.model
+        src_sm = m.downsample(src, self.ratio)
+        hid, new_states = m.encode_decode(src_sm, states)
+        fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
+        a, b, _ = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)
+        fgr, pha = refine_and_compose(src, a, b)
+        return tuple(self._out(t) for t in (fgr, pha, *new_states))
 
 
 class DynamicContract(_Contract):
@@ -84,8 +113,7 @@ class DynamicContract(_Contract):
         at_full_res = (downsample_ratio.reshape(1, 1, 1, 1) == 1.0)
         a = torch.where(at_full_res, torch.zeros_like(a), a)
         b = torch.where(at_full_res, y, b)
-        fgr_residual, pha = apply_coefficients(a, b, src)
-        fgr, pha = m.compose(src, fgr_residual, pha)
+        fgr, pha = refine_and_compose(src, a, b)
         return tuple(self._out(t) for t in (fgr, pha, *states))
 
 
