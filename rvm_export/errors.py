@@ -36,9 +36,12 @@ class MissingRuntimeError(RvmExportError):
 
     exit_code = ExitCode.MISSING_RUNTIME
 
-    def __init__(self, what: str, extra: str, packages: str = "") -> None:
-        hint = f"pip install 'rvm-export[{extra}]'" + (f" (or: pip install {packages})" if packages else "")
-        super().__init__(f"{what} is not installed: {hint}")
+    def __init__(self, what: str, extra: str | None = None, packages: str = "") -> None:
+        if extra is None:  # the message already says what is missing and how to get it
+            super().__init__(what)
+        else:
+            hint = f"pip install 'rvm-export[{extra}]'" + (f" (or: pip install {packages})" if packages else "")
+            super().__init__(f"{what} is not installed: {hint}")
         self.what = what
         self.extra = extra
 

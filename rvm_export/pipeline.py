@@ -111,7 +111,7 @@ def _plan(config: RunConfig, variant: str, refiner: str, model_info: Mapping[str
     missing = {k: v for k, v in missing.items() if v}
     if missing:
         details = "; ".join(f"{name}: {why}" for name, why in missing.items())
-        raise MissingRuntimeError(f"the runtime for {', '.join(missing)} ({details})", "all")
+        raise MissingRuntimeError(f"cannot run target {', '.join(missing)}: {details}")
     plan = []
     for name, module in modules.items():
         if config.ratio_mode == "dynamic":

@@ -51,6 +51,7 @@ class RuntimeOptions:
     threads: int | None = None  # intra-op threads; None = the runtime's default
     device: str = "cpu"  # "cpu" | "cuda" | a runtime-specific device name ("GPU", "NPU", ...)
     inference_precision: str | None = None  # e.g. OpenVINO "f32"/"bf16"; None = the target's parity default
+    extra: Mapping[str, Any] = field(default_factory=dict)  # target-specific runtime switches (docs/<target>.md)
 
 
 @dataclass
