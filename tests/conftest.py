@@ -57,3 +57,34 @@ def default_model():
     from rvm_export.default_model import seeded_default_model
 
     return seeded_default_model("mobilenetv3", "deep_guided_filter", seed=0)
+
+
+# -- training package (tests/test_training_*.py) -------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def training_synthetic_root(tmp_path_factory) -> Path:
+    """The 'tiny' synthetic data set in every training layout (about 1 s to write)."""
+    from training.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("training_synthetic")
+    make_synthetic(root, seed=0, spec="tiny")
+    return root
+
+
+@pytest.fixture(scope="session")
+def training_tiny_config():
+    """Smallest useful training config: 64 px, 2-frame clips, batch 1, constant LR, no workers, no TensorBoard."""
+    from training.config import get_preset
+
+    return get_preset("smoke").replace(
+        name="tiny", seq_length_lr=2, seg_seq_length=2, batch_size=1, lr_schedule="constant", warmup_steps=0,
+        max_steps=4, log_every=1, eval_every=2, checkpoint_every=2, valid_clips=1, valid_seq_length=2,
+        num_workers=0, tensorboard=False)
+
+
+@pytest.fixture
+def training_single_thread():
+    """Training tests run on one thread: at 64 px two threads gain little, and on a loaded machine they thrash."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -61,11 +61,15 @@ SEGMENTATION = AugmentConfig(padding="reflection", static_scale=(0.7, 1.3), crop
 
 
 # -- geometry -----------------------------------------------------------------------------------------------------
-def fit_short_side(frames: Tensor, size: int) -> Tensor:
-    """Resize ``[T,C,H,W]`` so that the short side is ``size`` (antialiased when shrinking)."""
+def fit_short_side(frames: Tensor, size: int, shrink_only: bool = False) -> Tensor:
+    """Resize ``[T,C,H,W]`` so that the short side is ``size`` (antialiased when shrinking).
+
+    ``shrink_only`` leaves smaller frames as they are: :func:`augment_clip` resamples them to the output size
+    anyway, so enlarging first would only cost time and memory (a 2048 px HR pass from small sources).
+    """
     h, w = frames.shape[-2:]
     scale = size / min(h, w)
-    if scale == 1.0:
+    if scale == 1.0 or (shrink_only and scale > 1.0):
         return frames
     out = (max(round(h * scale), size), max(round(w * scale), size))
     return F.interpolate(frames, size=out, mode="bilinear", align_corners=False, antialias=scale < 1.0)

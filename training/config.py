@@ -168,7 +168,7 @@ PRESETS: dict[str, TrainConfig] = {
     # CPU smoke test on the synthetic set (rvm-train --make-synthetic): random init, so higher LRs and a warm-up.
     "smoke": _STAGE1.replace(name="smoke", lr_size=64, seq_length_lr=4, seg_seq_length=4, batch_size=2,
                              batch_crop_min=1.0, lr_backbone=1e-3, lr_aspp=1e-3, lr_decoder=1e-3, lr_schedule="cosine",
-                             warmup_steps=50, max_steps=1500, amp=False, log_every=10, eval_every=100,
+                             warmup_steps=50, max_steps=1200, amp=False, log_every=10, eval_every=100,
                              checkpoint_every=100, valid_clips=8, valid_seq_length=8, num_workers=1),
 }
 
