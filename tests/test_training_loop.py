@@ -78,6 +78,22 @@ def test_training_writes_a_loadable_checkpoint_and_metrics(straight_run, trainin
     assert not torch.equal(state["model"]["project_mat.conv.weight"], initial["project_mat.conv.weight"])
 
 
+def test_trained_checkpoint_exports_with_rvm_export(straight_run, tmp_path):
+    """The training output is what the exporter ships: rvm-export takes it unchanged and parity holds."""
+    pytest.importorskip("onnxruntime")
+    import json
+
+    from rvm_export.cli import main as export_main
+
+    out, _ = straight_run
+    code = export_main(["--target", "onnx", "--checkpoint", str(out / "checkpoint_last.pth"), "--resolution",
+                        "160x96@0.5", "--frames", "3", "--skip-bench", "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["model"]["untrained"] is False
+    assert manifest["artifacts"][0]["parity"][0]["max_abs"] <= 1e-4
+
+
 def test_resume_continues_exactly(tmp_path, straight_run, training_synthetic_root, training_tiny_config):
     out, _ = straight_run
     train(training_tiny_config.replace(max_steps=2), training_synthetic_root, tmp_path, progress=False)
