@@ -208,7 +208,7 @@ def _check_parity(model, records: list[ArtifactRecord], runners: dict[int, Any],
                 continue
             a = record.artifact
             report = ParityReport(a.target, a.name, a.precision.value, bucket, runner.label,
-                                  tolerance_for(a.target, a.precision.value))
+                                  tolerance_for(a.target, a.precision.value, a.spec.refiner))
             try:
                 candidates.append((report, runner.stream(bucket)))
                 owners.append(record)

@@ -38,7 +38,7 @@ class ArtifactRecord:
     def to_dict(self, root: Path) -> dict[str, Any]:
         a = self.artifact
         spec = a.spec.to_dict()
-        return {
+        record = {
             "target": a.target,
             "path": str(Path(a.path).relative_to(root)),
             "status": self.status,
@@ -59,6 +59,9 @@ class ArtifactRecord:
             "errors": self.errors,
             "benchmark_errors": self.bench_errors,
         }
+        # Target-specific contract details (per-function contracts, in-model states, I/O notes) travel as given.
+        record.update({k: v for k, v in spec.items() if k not in record and k not in ("variant", "refiner")})
+        return record
 
 
 @dataclass
@@ -139,6 +142,9 @@ def _markdown(manifest: dict[str, Any], plots: dict[str, str]) -> str:
         lines += ["", "## Error over the rollout", ""]
         lines += [f"![{name}]({png})" for name, png in plots.items()]
     lines += ["", "## Driving the model", "", STATE_RULE, ""]
+    own_rules = [(a["path"], a["state_rule"]) for a in manifest["artifacts"]
+                 if a.get("state_rule") not in (None, STATE_RULE)]
+    lines += [f"- `{path}`: {rule}" for path, rule in own_rules] + ([""] if own_rules else [])
     return "\n".join(lines)
 
 

@@ -42,22 +42,26 @@ class ResizeByScale(torch.autograd.Function):
         return out
 
 
-def _up(x: Tensor, like: Tensor) -> Tensor:
-    return F.interpolate(x, size=(like.size(2), like.size(3)), mode="bilinear", align_corners=False)
+def _up(x: Tensor, size) -> Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def refine_and_compose(src: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def refine_and_compose(src: Tensor, a: Tensor, b: Tensor,
+                       size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
     """The refiner's full-resolution tail and the final composition in fewer full-resolution passes.
 
     Same algebra as ``apply_coefficients`` followed by ``compose`` (the filter is per channel:
     fgr = clamp(A_rgb * src + b_rgb + src), pha = clamp(A_g * mean(src) + b_g)), rearranged so the ``+ src`` folds into
     the low-res coefficients (bilinear weights sum to one) and no 4-channel guide is concatenated or split at full
     resolution. Differs from PyTorch's order of operations by float32 rounding only (~1e-7).
+    ``size`` is the full-resolution (H, W) as Python ints for static graphs (converters such as coremltools need
+    constant resize sizes); None takes it from ``src`` at run time (dynamic graphs).
     """
+    size = size or (src.size(2), src.size(3))
     a_rgb, a_gray = a.split([3, 1], dim=1)
     b_rgb, b_gray = b.split([3, 1], dim=1)
-    fgr = _up(a_rgb + 1.0, src) * src + _up(b_rgb, src)
-    pha = _up(a_gray, src) * src.mean(dim=1, keepdim=True) + _up(b_gray, src)
+    fgr = _up(a_rgb + 1.0, size) * src + _up(b_rgb, size)
+    pha = _up(a_gray, size) * src.mean(dim=1, keepdim=True) + _up(b_gray, size)
     return fgr.clamp(0.0, 1.0), pha.clamp(0.0, 1.0)
 
 
@@ -95,7 +99,7 @@ class StaticContract(_Contract):
         hid, new_states = m.encode_decode(src_sm, states)
         fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
         a, b, _ = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)
-        fgr, pha = refine_and_compose(src, a, b)
+        fgr, pha = refine_and_compose(src, a, b, (self.spec.bucket.height, self.spec.bucket.width))
         return tuple(self._out(t) for t in (fgr, pha, *new_states))
 
 

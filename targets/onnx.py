@@ -102,6 +102,7 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
         raw = work / "traced.onnx"
         _trace(model, spec, raw, opset)
         graph = _simplify(onnx.load(str(raw)), spec)
+        _declare_shapes(graph, spec)
         details: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx (TorchScript-based, dynamo=False)",
                                    "simplifier": "onnxsim", "nodes": len(graph.graph.node),
                                    "io_dtype": "float32"}
@@ -162,6 +163,24 @@ def _simplify(graph, spec: IOSpec):
     if not ok:
         raise ExportFailedError("onnxsim could not validate the simplified graph")
     return simplified
+
+
+def _declare_shapes(graph, spec: IOSpec) -> None:
+    """Write the contract's shapes on the graph inputs and outputs: fixed sizes as values, dynamic axes under their
+    per-tensor names (the exporter may leave a channel count it could not infer as an anonymous dimension)."""
+    declared = {t.name: t.shape for t in (*spec.inputs, *spec.outputs)}
+    for value in (*graph.graph.input, *graph.graph.output):
+        shape = declared.get(value.name)
+        if shape is None:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise ExportFailedError(f"{value.name}: the graph has rank {len(dims)}, the contract {len(shape)}")
+        for dim, want in zip(dims, shape):
+            if isinstance(want, str):
+                dim.dim_param = want
+            else:
+                dim.dim_value = want
 
 
 def _ratio_path_nodes(graph) -> list[str]:

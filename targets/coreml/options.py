@@ -1,0 +1,159 @@
+"""What a CoreML export can be asked for, and what each deployment target can express.
+
+``request.options`` keys (all optional; the CLI passes them as ``--option coreml.KEY=VALUE``):
+
+- ``deployment_target``: ``iOS15``..``iOS18``, ``iOS26``, ``macOS12``..``macOS15``, ``macOS26`` (also tvOS/watchOS/
+  names). Default ``iOS16``, or ``iOS18`` when ``multifunction`` or ``stateful`` is asked for (they need it).
+  Naming a target older than a requested feature needs is refused, never silently raised.
+- ``image_input``: ``src`` as an RGB image (pixel buffer) scaled by 1/255 inside the model, instead of a float tensor.
+- ``multifunction``: one package holding one function per bucket, sharing weights (iOS 18). Without it, one package
+  per bucket (any mlprogram target).
+- ``stateful``: also write a stateful package per bucket (iOS 18 state types: the recurrent states live in the
+  model; inputs ``src`` only, outputs ``fgr``/``pha``) next to the stateless one(s).
+- ``state_storage``: how a stateful *fp32* program keeps its states. Core ML states are float16 only, so ``"split"``
+  (default for fp32) stores each state as two float16 halves, hi = fp16(r) and lo = fp16(r - hi), which keeps ~22
+  significant bits; ``"fp16"`` stores one float16 tensor (what fp16 programs always do).
+- ``io_dtype``: ``"float32"`` (default) or ``"float16"`` for every tensor input/output (iOS 16+). With float16 the
+  states you feed back are float16, and the manifest says so.
+- ``compute_units``: what the macOS parity check runs on when the runtime device is the default ``cpu``:
+  ``cpu_only`` (default), ``all``, ``cpu_and_gpu``, ``cpu_and_ne``. Core ML picks units at load time; nothing
+  is stored in the package. Ignored on Linux (the MIL program check has no compute units).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from rvm_export.errors import UsageError
+from rvm_export.spec import Bucket, Layout
+
+__all__ = ["CoreMLOptions", "parse_options", "check_buckets", "DEPLOYMENT_TARGETS", "COMPUTE_UNITS",
+           "spec_version_of", "IOS16_SPEC", "IOS18_SPEC"]
+
+IOS15_SPEC, IOS16_SPEC, IOS17_SPEC, IOS18_SPEC, IOS26_SPEC = 6, 7, 8, 9, 10
+# name -> Core ML specification version (what coremltools' ct.target aliases resolve to).
+DEPLOYMENT_TARGETS: dict[str, int] = {
+    **{f"iOS{v}": s for v, s in ((15, IOS15_SPEC), (16, IOS16_SPEC), (17, IOS17_SPEC), (18, IOS18_SPEC),
+                                  (26, IOS26_SPEC))},
+    **{f"macOS{v}": s for v, s in ((12, IOS15_SPEC), (13, IOS16_SPEC), (14, IOS17_SPEC), (15, IOS18_SPEC),
+                                    (26, IOS26_SPEC))},
+    **{f"tvOS{v}": s for v, s in ((15, IOS15_SPEC), (16, IOS16_SPEC), (17, IOS17_SPEC), (18, IOS18_SPEC))},
+    **{f"watchOS{v}": s for v, s in ((8, IOS15_SPEC), (9, IOS16_SPEC), (10, IOS17_SPEC), (11, IOS18_SPEC))},
+}
+_TOO_OLD = {"iOS13", "iOS14", "macOS10_15", "macOS10_16", "macOS11", "tvOS13", "tvOS14", "watchOS6", "watchOS7"}
+COMPUTE_UNITS = ("cpu_only", "all", "cpu_and_gpu", "cpu_and_ne")
+_KNOWN = ("deployment_target", "image_input", "multifunction", "stateful", "state_storage", "io_dtype",
+          "compute_units")
+
+
+def spec_version_of(target: str) -> int:
+    return DEPLOYMENT_TARGETS[target]
+
+
+@dataclass(frozen=True)
+class CoreMLOptions:
+    deployment_target: str  # ct.target name; sets the spec version, hence which ops and types exist
+    deployment_target_reason: str  # "asked for" or why the default was chosen (goes to the manifest)
+    image_input: bool  # src is an RGB image scaled by 1/255 inside, for apps that feed pixel buffers
+    multifunction: bool  # one package, one function per bucket, shared weights (iOS 18)
+    stateful: bool  # also write stateful packages (states inside the model, iOS 18)
+    state_storage: str  # "split" (fp16 hi + lo pair, fp32 programs) or "fp16" (one fp16 tensor per state)
+    io_dtype: str  # "float32" or "float16" at the model boundary (src, fgr, pha, rKi/rKo)
+    compute_units: str  # macOS parity check's compute units when the runtime device is "cpu"
+
+    @property
+    def spec_version(self) -> int:
+        return DEPLOYMENT_TARGETS[self.deployment_target]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"deployment_target": self.deployment_target, "deployment_target_reason": self.deployment_target_reason,
+                "image_input": self.image_input, "multifunction": self.multifunction, "stateful": self.stateful,
+                "state_storage": self.state_storage, "io_dtype": self.io_dtype, "compute_units": self.compute_units}
+
+
+def _flag(options: Mapping[str, Any], key: str) -> bool:
+    value = options.get(key, False)
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
+        return value.lower() in ("true", "1", "yes")
+    if not isinstance(value, bool):
+        raise UsageError(f"coreml option {key} must be true or false, got {value!r}")
+    return value
+
+
+def parse_options(options: Mapping[str, Any], precision: str) -> CoreMLOptions:
+    """Validate ``request.options``; every refusal names the option, the reason and what to use instead."""
+    unknown = sorted(set(options) - set(_KNOWN))
+    if unknown:
+        raise UsageError(f"unknown coreml option(s) {', '.join(unknown)}; known: {', '.join(_KNOWN)} "
+                         f"(see docs/coreml.md)")
+    image_input = _flag(options, "image_input")
+    multifunction = _flag(options, "multifunction")
+    stateful = _flag(options, "stateful")
+    needs18 = [name for name, on in (("multifunction", multifunction), ("stateful", stateful)) if on]
+
+    asked = options.get("deployment_target")
+    if asked is None:
+        target = "iOS18" if needs18 else "iOS16"
+        reason = f"default for {' and '.join(needs18)} (needs iOS 18)" if needs18 else "default"
+    else:
+        target = str(asked)
+        reason = "asked for"
+        if target in _TOO_OLD:
+            raise UsageError(f"deployment_target {target} can only hold the old neural-network model type; the "
+                             f"mlprogram this target writes needs iOS15 / macOS12 or later (e.g. iOS16, the default)")
+        if target not in DEPLOYMENT_TARGETS:
+            raise UsageError(f"unknown deployment_target {target!r}; choose one of {', '.join(DEPLOYMENT_TARGETS)}")
+        if needs18 and DEPLOYMENT_TARGETS[target] < IOS18_SPEC:
+            raise UsageError(
+                f"{' and '.join(needs18)} need(s) iOS18 / macOS15 (Core ML "
+                f"{'multifunction models' if multifunction else 'state types'}), which deployment_target {target} "
+                f"cannot express; use deployment_target=iOS18 (or macOS15), or drop {' and '.join(needs18)} to get "
+                f"one stateless package per bucket for {target}")
+
+    io_dtype = str(options.get("io_dtype", "float32"))
+    if io_dtype not in ("float32", "float16"):
+        raise UsageError(f"coreml io_dtype must be float32 or float16, got {io_dtype!r}")
+    if io_dtype == "float16" and DEPLOYMENT_TARGETS[target] < IOS16_SPEC:
+        raise UsageError(f"float16 model inputs/outputs need iOS16 / macOS13; deployment_target {target} only has "
+                         f"float32 multi-arrays. Use io_dtype=float32 (the default) or deployment_target=iOS16")
+
+    storage = options.get("state_storage")
+    if storage is None:
+        storage = "split" if precision == "fp32" else "fp16"
+    if storage not in ("split", "fp16"):
+        raise UsageError(f"coreml state_storage must be 'split' (two float16 halves, near-fp32) or 'fp16', "
+                         f"got {storage!r}")
+    if storage == "split" and precision != "fp32":
+        raise UsageError("state_storage=split only makes sense for fp32 programs: an fp16 program already computes "
+                         "its states in float16. Drop state_storage or use precision fp32")
+    if "state_storage" in options and not stateful:
+        raise UsageError("coreml state_storage applies to stateful packages only; add stateful=true or drop it")
+
+    units = str(options.get("compute_units", "cpu_only")).lower()
+    if units not in COMPUTE_UNITS:
+        raise UsageError(f"coreml compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {units!r}")
+    return CoreMLOptions(target, reason, image_input, multifunction, stateful, storage, io_dtype, units)
+
+
+def check_buckets(buckets: tuple[Bucket, ...], layout: Layout) -> None:
+    """Refuse what a fixed-shape mlprogram cannot reproduce, with the valid alternatives."""
+    if layout != Layout.NCHW:
+        raise UsageError("coreml exports NCHW only (Core ML multi-arrays and image inputs are channel-first); "
+                         "drop --layout")
+    if not buckets:
+        raise UsageError("coreml needs at least one --resolution WxH@RATIO (each becomes a fixed-shape model or "
+                         "a function of a multifunction package)")
+    seen: set[Bucket] = set()
+    for bucket in buckets:
+        if bucket in seen:
+            raise UsageError(f"bucket {bucket.label} is listed twice")
+        seen.add(bucket)
+        if not bucket.exact:
+            low_h, low_w = bucket.lowres
+            raise UsageError(
+                f"ratio {bucket.ratio:g} at {bucket.width}x{bucket.height} gives a low-res size of "
+                f"{bucket.width * bucket.ratio:g}x{bucket.height * bucket.ratio:g}, which is not an integer. Core ML's "
+                f"upsample_bilinear recomputes its sampling scale from the rounded size ({low_w}x{low_h}), so the "
+                f"network would see a differently sampled frame than PyTorch does. Use a ratio for which W*r and H*r "
+                f"are integers, e.g. {', '.join(f'{r:g}' for r in bucket.nearest_exact_ratios())}, or a size such as "
+                f"{', '.join(bucket.nearest_exact_sizes())} at ratio {bucket.ratio:g}")

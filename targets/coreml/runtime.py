@@ -1,0 +1,206 @@
+"""Runners and streams for CoreML packages.
+
+Linux (and anywhere ``coremltools`` cannot predict): :class:`ExecutorRunner` runs the package's MIL program with
+the reference executor; its label says "MIL program check, not the Apple runtime". macOS: :class:`PredictRunner`
+runs ``MLModel.predict`` on the compute units asked for (``RuntimeOptions.device``: ``cpu`` = CPU only, ``all``,
+``gpu`` = CPU and GPU, ``ane`` = CPU and Neural Engine).
+
+Both take contract-named NCHW arrays with ``src`` in [0, 1]; for an image-typed ``src`` the runner turns the frame
+into pixels itself (x255 exactly for the executor; rounded to an 8-bit RGB image for the Apple runtime, so parity on
+macOS needs frames already on the 1/255 grid). A multifunction package runs the function of the requested bucket.
+A stateful stream keeps its states inside (a :class:`StateStore`, or an ``MLState`` on macOS), returns ``fgr``
+and ``pha`` only, and ``reset()`` starts from zeros.
+"""
+from __future__ import annotations
+
+import platform
+import sys
+from contextlib import nullcontext
+from typing import Any, Mapping
+
+import numpy as np
+
+from rvm_export.errors import InputError, MissingRuntimeError, UsageError
+from rvm_export.spec import STATE_INPUTS, STATE_PAIRS, Bucket
+
+from .mil_executor import EXECUTOR_LABEL, MilProgram
+
+__all__ = ["ExecutorRunner", "PredictRunner", "can_predict", "function_for", "COMPUTE_UNIT_NAMES"]
+
+# RuntimeOptions.device / the compute_units option -> coremltools ComputeUnit member
+COMPUTE_UNIT_NAMES = {"cpu": "CPU_ONLY", "cpu_only": "CPU_ONLY", "all": "ALL", "gpu": "CPU_AND_GPU",
+                      "cpu_and_gpu": "CPU_AND_GPU", "ane": "CPU_AND_NE", "npu": "CPU_AND_NE",
+                      "cpu_and_ne": "CPU_AND_NE"}
+
+
+def can_predict() -> bool:
+    """Core ML prediction exists on macOS only."""
+    return sys.platform == "darwin"
+
+
+def function_for(artifact, bucket: Bucket) -> str:
+    """The package function that serves ``bucket`` (``main`` for a single-function package)."""
+    functions: Mapping[str, str] = artifact.details.get("functions") or {"main": artifact.buckets[0].label}
+    for name, label in functions.items():
+        if label == bucket.label:
+            return name
+    raise UsageError(f"{artifact.name} has no function for {bucket.label}; it serves "
+                     f"{', '.join(f'{n} ({b})' for n, b in functions.items())}")
+
+
+def _pixels(src: np.ndarray) -> np.ndarray:
+    return np.asarray(src, dtype=np.float32) * np.float32(255.0)
+
+
+def _blas_limit(threads: int | None):
+    """Limit NumPy's BLAS threads while the executor runs (threadpoolctl, if installed)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController(), threads
+
+
+class ExecutorRunner:
+    """A package's MIL program on the reference executor (every function loaded once)."""
+
+    def __init__(self, artifact, threads: int | None = 1) -> None:
+        self.artifact = artifact
+        self.program = MilProgram(artifact.path)
+        self.image_input = bool(artifact.details.get("image_input"))
+        self.stateful = artifact.flavour.endswith("stateful")
+        self.threads = threads
+        self._limit = _blas_limit(threads) if threads else None
+        fp16 = artifact.details.get("compute_precision") == "float16"
+        if threads and self._limit is None:
+            blas = "default BLAS threads (threadpoolctl is not installed)"
+        else:
+            blas = f"{threads} BLAS thread(s)" if threads else "default BLAS threads"
+        self.label = (f"{EXECUTOR_LABEL} (rvm-export NumPy MIL executor"
+                      f"{', every op output rounded to float16' if fp16 else ', float32'}; {blas})")
+
+    def _threads(self):
+        if not self._limit:
+            return nullcontext()
+        controller, count = self._limit
+        return controller.limit(limits=count, user_api="blas")
+
+    def _feeds(self, function, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out = {k: v for k, v in feeds.items() if k in function.inputs}
+        if self.image_input and "src" in out:
+            out["src"] = _pixels(out["src"])
+        return out
+
+    def run(self, feeds: Mapping[str, np.ndarray], function: str | None = None, state=None) -> dict[str, np.ndarray]:
+        """One call with contract-named inputs. A stateful function needs ``state`` (``make_state(function)``)."""
+        fn = self.program.function(function)
+        with self._threads():
+            return fn.run(self._feeds(fn, feeds), state)
+
+    def make_state(self, function: str | None = None):
+        return self.program.make_state(function)
+
+    def stream(self, bucket: Bucket) -> "ExecutorStream":
+        return ExecutorStream(self, function_for(self.artifact, bucket), bucket)
+
+
+class ExecutorStream:
+    """Stateless: states stay the executor's arrays between frames. Stateful: the StateStore keeps them."""
+
+    def __init__(self, runner: ExecutorRunner, function: str, bucket: Bucket) -> None:
+        self.runner = runner
+        self.function = runner.program.function(function)
+        self.bucket = bucket
+        self.state = runner.make_state(function) if self.function.states else None
+        self.states: dict[str, np.ndarray] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        if self.state is not None:
+            self.state.reset()
+            return
+        dtypes = {"fp16": np.float16, "fp32": np.float32}
+        self.states = {name: np.zeros(info.shape, dtypes[info.dtype]) for name, info in self.function.inputs.items()
+                       if name != "src"}
+
+    def step(self, src: np.ndarray) -> dict[str, np.ndarray]:
+        with self.runner._threads():
+            outputs = self.function.run({**self.runner._feeds(self.function, {"src": src}), **self.states},
+                                        self.state)
+        if self.state is None:
+            self.states = {inp: outputs[out] for out, inp in STATE_PAIRS}
+        return {name: value.astype(np.float32, copy=False) for name, value in outputs.items()}
+
+
+class PredictRunner:
+    """The Apple runtime through coremltools (macOS only)."""
+
+    def __init__(self, artifact, compute_units: str) -> None:
+        if not can_predict():
+            raise MissingRuntimeError("Core ML prediction (macOS only; use the MIL program check elsewhere)", "coreml")
+        import coremltools as ct
+
+        if compute_units not in COMPUTE_UNIT_NAMES:
+            raise UsageError(f"coreml runs on {', '.join(COMPUTE_UNIT_NAMES)}, not {compute_units!r}")
+        self.ct = ct
+        self.artifact = artifact
+        self.units = getattr(ct.ComputeUnit, COMPUTE_UNIT_NAMES[compute_units])
+        self.image_input = bool(artifact.details.get("image_input"))
+        self.stateful = artifact.flavour.endswith("stateful")
+        self._models: dict[str, Any] = {}
+        self.label = (f"Core ML runtime (macOS {platform.mac_ver()[0]}, coremltools {ct.__version__} predict, "
+                      f"{self.units.name})")
+
+    def model(self, function: str = "main"):
+        if function not in self._models:
+            kwargs = {} if function == "main" else {"function_name": function}
+            try:
+                self._models[function] = self.ct.models.MLModel(str(self.artifact.path), compute_units=self.units,
+                                                                **kwargs)
+            except Exception as exc:
+                raise InputError(f"Core ML cannot load {self.artifact.name} ({function}): {exc}") from exc
+        return self._models[function]
+
+    def _feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        out = dict(feeds)
+        if self.image_input and "src" in out:
+            from PIL import Image
+
+            pixels = np.clip(np.rint(_pixels(out["src"])[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+            out["src"] = Image.fromarray(pixels, "RGB")
+        return out
+
+    def run(self, feeds: Mapping[str, np.ndarray], function: str = "main", state=None) -> dict[str, np.ndarray]:
+        model = self.model(function)
+        wanted = ("src",) if self.stateful else ("src", *STATE_INPUTS)
+        values = model.predict(self._feeds({k: v for k, v in feeds.items() if k in wanted}),
+                               **({"state": state} if state is not None else {}))
+        return {k: np.asarray(v) for k, v in values.items()}
+
+    def stream(self, bucket: Bucket) -> "PredictStream":
+        return PredictStream(self, function_for(self.artifact, bucket), bucket)
+
+
+class PredictStream:
+    def __init__(self, runner: PredictRunner, function: str, bucket: Bucket) -> None:
+        self.runner = runner
+        self.function = function
+        self.bucket = bucket
+        self.model = runner.model(function)
+        self.state = None
+        self.states: dict[str, np.ndarray] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        if self.runner.stateful:
+            self.state = self.model.make_state()  # new Core ML state buffers are zeros
+            return
+        dtype = np.float16 if self.runner.artifact.details.get("io_dtype") == "float16" else np.float32
+        shapes = self.runner.artifact.spec.concrete_state_shapes(self.bucket)
+        self.states = {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
+
+    def step(self, src: np.ndarray) -> dict[str, np.ndarray]:
+        outputs = self.runner.run({"src": src, **self.states}, self.function, self.state)
+        if not self.runner.stateful:
+            self.states = {inp: outputs[out] for out, inp in STATE_PAIRS}
+        return {k: np.asarray(v, dtype=np.float32) for k, v in outputs.items()}
