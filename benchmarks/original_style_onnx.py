@@ -27,11 +27,33 @@ if str(ROOT) not in sys.path:
 from model.decoder import ConvGRU  # noqa: E402
 from model.guided_filter import apply_coefficients  # noqa: E402
 from rvm_export.spec import OUTPUT_NAMES, IOSpec  # noqa: E402
-from targets.contract import ResizeByScale, example_inputs  # noqa: E402
+from targets.contract import example_inputs  # noqa: E402
 
 __all__ = ["build", "LABEL"]
 
 LABEL = "original-style ONNX (reconstruction from documented traits, not the original file)"
+
+
+class ResizeByScale(torch.autograd.Function):
+    """Bilinear resize by a runtime scale tensor, exported as ONNX ``Resize`` with ``scales`` from that tensor
+    (the original export resized with the runtime's own sampling grid)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, ratio: Tensor) -> Tensor:  # type: ignore[override]
+        from model import MattingNetwork
+
+        return MattingNetwork.downsample(x, float(ratio.reshape(-1)[0]))
+
+    @staticmethod
+    def symbolic(g, x, ratio):  # pragma: no cover - exercised through torch.onnx.export
+        ones = g.op("Constant", value_t=torch.tensor([1.0, 1.0], dtype=torch.float32))
+        flat = g.op("Reshape", ratio, g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64)))
+        scales = g.op("Concat", ones, flat, flat, axis_i=0)
+        roi = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
+        out = g.op("Resize", x, roi, scales, mode_s="linear", coordinate_transformation_mode_s="half_pixel",
+                   nearest_mode_s="floor")
+        out.setType(x.type())  # same rank and channels; lets the exporter know the convs' input channels
+        return out
 
 
 @contextlib.contextmanager

@@ -4,10 +4,10 @@ These wrap :class:`model.MattingNetwork` for tracing; the network's own ``forwar
 
 - Static contract (resolution and ratio fixed): at ratio 1 it calls ``forward`` (no refiner); otherwise it composes
   the network's pieces with :func:`refine_and_compose`, the refiner tail rearranged to touch full resolution less.
-- Dynamic contract (any H x W, runtime ratio): the low-res frame is an ONNX ``Resize`` driven by the ratio as a
-  *scale* (the same sampling grid as PyTorch's ``scale_factor`` with ``recompute_scale_factor=False``), and the
-  refiner is gated without a branch: at ratio 1 its low-res coefficients become A = 0, b = y, so the upsampled
-  output is exactly the unrefined prediction (an identity-size bilinear resize copies its input). At any other
+- Both sample the low-res frame exactly where PyTorch does (targets/resample.py): the runtime's resize where that
+  is exact, PyTorch's own taps otherwise (computed in the graph from the ratio input in the dynamic contract).
+- Dynamic contract (any H x W, runtime ratio): the refiner is gated without a branch: at ratio 1 its low-res
+  coefficients become A = 0, b = y, so the upsampled output is exactly the unrefined prediction (an identity-size bilinear resize copies its input). At any other
   ratio the gate passes A and b through unchanged. This is what makes the dynamic graph equal PyTorch at 1.0.
 """
 from __future__ import annotations
@@ -19,27 +19,10 @@ from torch.nn import functional as F
 from model import MattingNetwork
 from rvm_export.spec import IOSpec, Layout
 
-__all__ = ["StaticContract", "DynamicContract", "ResizeByScale", "contract_module", "example_inputs",
+from .resample import dynamic_downsample, static_downsample
+
+__all__ = ["StaticContract", "DynamicContract", "contract_module", "example_inputs",
            "refine_and_compose"]
-
-
-class ResizeByScale(torch.autograd.Function):
-    """Bilinear resize by a runtime scale tensor; exports to ONNX ``Resize`` with ``scales`` from that tensor."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, ratio: Tensor) -> Tensor:  # type: ignore[override]
-        return MattingNetwork.downsample(x, float(ratio.reshape(-1)[0]))
-
-    @staticmethod
-    def symbolic(g, x, ratio):  # pragma: no cover - exercised through torch.onnx.export
-        ones = g.op("Constant", value_t=torch.tensor([1.0, 1.0], dtype=torch.float32))
-        flat = g.op("Reshape", ratio, g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64)))
-        scales = g.op("Concat", ones, flat, flat, axis_i=0)
-        roi = g.op("Constant", value_t=torch.tensor([], dtype=torch.float32))
-        out = g.op("Resize", x, roi, scales, mode_s="linear", coordinate_transformation_mode_s="half_pixel",
-                   nearest_mode_s="floor")
-        out.setType(x.type())  # same rank and channels; lets the exporter know the convs' input channels
-        return out
 
 
 def _up(x: Tensor, size) -> Tensor:
@@ -82,11 +65,12 @@ class _Contract(nn.Module):
 class StaticContract(_Contract):
     """Fixed resolution and ratio: ``forward(src, r1i, r2i, r3i, r4i)``."""
 
-    def __init__(self, model: MattingNetwork, spec: IOSpec) -> None:
+    def __init__(self, model: MattingNetwork, spec: IOSpec, exact_resize: bool = True) -> None:
         super().__init__(model, spec)
         if spec.bucket is None:
             raise ValueError("StaticContract needs a spec with a fixed bucket")
         self.ratio = spec.bucket.ratio
+        self.exact_resize = exact_resize  # False: the runtime's own resize even where it samples elsewhere
 
     def forward(self, src: Tensor, r1i: Tensor, r2i: Tensor, r3i: Tensor, r4i: Tensor) -> tuple[Tensor, ...]:
         states = [self._in(r) for r in (r1i, r2i, r3i, r4i)]
@@ -95,7 +79,8 @@ class StaticContract(_Contract):
             outputs = self.model(src, *states, downsample_ratio=1.0)
             return tuple(self._out(t) for t in outputs)
         m = self.model
-        src_sm = m.downsample(src, self.ratio)
+        src_sm = (static_downsample(src, self.ratio, m.downsample) if self.exact_resize
+                  else m.downsample(src, self.ratio))
         hid, new_states = m.encode_decode(src_sm, states)
         fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
         a, b, _ = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)
@@ -110,7 +95,7 @@ class DynamicContract(_Contract):
                 downsample_ratio: Tensor) -> tuple[Tensor, ...]:
         m = self.model
         src = self._in(src)
-        src_sm = ResizeByScale.apply(src, downsample_ratio)
+        src_sm = dynamic_downsample(src, downsample_ratio)
         hid, states = m.encode_decode(src_sm, [self._in(r) for r in (r1i, r2i, r3i, r4i)])
         fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
         a, b, y = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)

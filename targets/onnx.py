@@ -26,6 +26,7 @@ from rvm_export.metadata import artifact_metadata
 from rvm_export.spec import OUTPUT_NAMES, STATE_PAIRS, Bucket, IOSpec, Layout, Precision
 
 from .base import Artifact, ExportRequest, RuntimeOptions
+from .resample import describe_downsample
 
 __all__ = ["NAME", "PRECISIONS", "RUNTIME_LABEL", "missing", "check_request", "export", "load", "load_foreign",
            "export_graph", "OnnxRunner"]
@@ -105,7 +106,9 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
         _declare_shapes(graph, spec)
         details: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx (TorchScript-based, dynamo=False)",
                                    "simplifier": "onnxsim", "nodes": len(graph.graph.node),
-                                   "io_dtype": "float32"}
+                                   "io_dtype": "float32", "downsample": (
+                                       describe_downsample(spec.bucket) if spec.bucket else
+                                       "PyTorch's taps computed from the ratio input (Range, Mul, Gather)")}
         if precision == Precision.FP16:
             graph = _to_fp16(graph)
             details["compute"] = "float16 (ratio/size arithmetic float32)"

@@ -1,0 +1,139 @@
+"""The ratio downsample, sampled exactly where PyTorch samples it, for exported graphs.
+
+PyTorch's bilinear kernel maps output pixel j to ``(j + 0.5) * float(1/r) - 0.5`` in float32. ONNX ``Resize``,
+TFLite ``RESIZE_BILINEAR`` and CoreML compute the same coordinate with their own float32 arithmetic
+(``(j + 0.5) / r - 0.5``, or ``in/out`` as the scale). Where ``1/r`` is exact in binary (r = p/q with p a power of two:
+0.5, 0.25, 0.125, 0.4) every formula gives the same numbers. Elsewhere (0.375: 1/r = 2.666...) they differ by up to
+~6e-5 of a pixel across a 1280-wide frame, which moved a trained model's states by 1.7e-4 at 1280x720 @ 0.375 on
+ONNX Runtime, over the 1e-4 bound. So:
+
+- static graphs keep the runtime's resize where it is exact, and otherwise use PyTorch's own float32 taps as
+  constants: periodic slices, multiplies and adds (no Gather: every delegate runs it; :func:`slice_plan`), or, when the
+  size is not a whole number of periods, a constant-index gather;
+- dynamic graphs compute PyTorch's taps at run time from the ratio input (Range, Mul, Floor, Gather).
+
+Both lerp along W first, then H, as PyTorch's kernel does.
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["reciprocal_is_exact", "pytorch_taps", "slice_plan", "static_downsample", "dynamic_downsample",
+           "describe_downsample"]
+
+
+def reciprocal_is_exact(ratio: float) -> bool:
+    """True when 1/r is exact in binary, so every runtime's resize samples where PyTorch does."""
+    if ratio == 1.0:
+        return True
+    p = Fraction(ratio).limit_denominator(1 << 16).numerator
+    return p & (p - 1) == 0
+
+
+def pytorch_taps(in_size: int, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(index0, index1, lambda0, lambda1) of PyTorch's CPU bilinear kernel for one axis (``area_pixel_compute_*``)."""
+    out = int(np.floor(np.float32(in_size) * np.float32(ratio)))
+    scale = np.float32(1.0 / ratio)  # PyTorch: (float)(1.0 / scale_factor), computed in double
+    # scale * (j + 0.5) - 0.5 with one rounding, as the fused multiply-add of PyTorch's vectorised CPU kernel gives
+    # (the float64 product of two float32 values is exact).
+    src = (np.float64(scale) * (np.arange(out, dtype=np.float64) + 0.5) - 0.5).astype(np.float32)
+    src = np.maximum(src, np.float32(0.0))
+    index0 = src.astype(np.int64)
+    lambda1 = (src - index0.astype(np.float32)).astype(np.float32)
+    lambda0 = (np.float32(1.0) - lambda1).astype(np.float32)
+    index1 = np.minimum(index0 + 1, in_size - 1)
+    return index0, index1, lambda0, lambda1
+
+
+def slice_plan(in_size: int, ratio: float) -> tuple[int, int, list[int], np.ndarray] | None:
+    """For one axis, (q, p, offsets, weights) such that output ``p*g + t`` is
+    ``weights[g, t, 0] * x[q*g + offsets[t]] + weights[g, t, 1] * x[q*g + offsets[t] + 1]``: the taps repeat every
+    q inputs / p outputs (r = p/q). None when ``in_size`` is not a whole number of periods or a tap leaves its period."""
+    frac = Fraction(ratio).limit_denominator(in_size)
+    p, q = frac.numerator, frac.denominator
+    if abs(float(frac) - ratio) > 1e-12 or in_size % q or p >= q:
+        return None
+    index0, _, lambda0, lambda1 = pytorch_taps(in_size, ratio)
+    groups = np.arange(len(index0)) // p
+    per_phase = (index0 - q * groups).reshape(-1, p)
+    if (per_phase != per_phase[0]).any() or per_phase.min() < 0 or per_phase.max() + 1 >= q:
+        return None
+    weights = np.stack([lambda0, lambda1], axis=-1).reshape(-1, p, 2)
+    return q, p, [int(o) for o in per_phase[0]], weights
+
+
+def _slices_along(x: Tensor, axis: int, plan) -> Tensor:
+    q, p, offsets, weights = plan
+    n, c, h, w = (int(v) for v in x.shape)
+    groups = (h if axis == 2 else w) // q
+    grouped = x.reshape(n * c, groups, q, w) if axis == 2 else x.reshape(n * c, h, groups, q)
+    phases = []
+    for t, offset in enumerate(offsets):
+        w0 = torch.from_numpy(np.ascontiguousarray(weights[:, t, 0])).to(x.dtype)
+        w1 = torch.from_numpy(np.ascontiguousarray(weights[:, t, 1])).to(x.dtype)
+        if axis == 2:
+            x0, x1 = grouped[:, :, offset:offset + 1, :], grouped[:, :, offset + 1:offset + 2, :]
+            phases.append(x0 * w0.reshape(groups, 1, 1) + x1 * w1.reshape(groups, 1, 1))
+        else:
+            x0, x1 = grouped[..., offset:offset + 1], grouped[..., offset + 1:offset + 2]
+            phases.append(x0 * w0.reshape(groups, 1) + x1 * w1.reshape(groups, 1))
+    joined = torch.cat(phases, dim=axis)
+    return joined.reshape(n, c, groups * p, w) if axis == 2 else joined.reshape(n, c, h, groups * p)
+
+
+def _gather_along(x: Tensor, axis: int, in_size: int, ratio: float) -> Tensor:
+    index0, index1, lambda0, lambda1 = (torch.from_numpy(a) for a in pytorch_taps(in_size, ratio))
+    shape = (1, 1, -1, 1) if axis == 2 else (1, 1, 1, -1)
+    return (x.index_select(axis, index0) * lambda0.to(x.dtype).reshape(shape)
+            + x.index_select(axis, index1) * lambda1.to(x.dtype).reshape(shape))
+
+
+def describe_downsample(bucket, exact: bool = True) -> str:
+    """What a static graph uses for the ratio downsample (recorded in the manifest's details)."""
+    if bucket.ratio == 1.0:
+        return "none (ratio 1)"
+    if not exact or reciprocal_is_exact(bucket.ratio):
+        return "the runtime's bilinear resize (half-pixel)" + ("" if exact else ", not PyTorch's taps")
+    planned = slice_plan(bucket.width, bucket.ratio) and slice_plan(bucket.height, bucket.ratio)
+    return "PyTorch's float32 taps as constants (" + ("slices, mul, add)" if planned else "gather, mul, add)")
+
+
+def static_downsample(x: Tensor, ratio: float, runtime_resize) -> Tensor:
+    """Fixed shapes and ratio (Python numbers while tracing). ``runtime_resize(x, ratio)`` is used where exact."""
+    if reciprocal_is_exact(ratio):
+        return runtime_resize(x, ratio)
+    out = x
+    for axis in (3, 2):  # W first, then H: PyTorch's order of the two lerps
+        size = int(out.shape[axis])
+        plan = slice_plan(size, ratio)
+        out = _slices_along(out, axis, plan) if plan else _gather_along(out, axis, size, ratio)
+    return out
+
+
+def _runtime_taps(in_size: Tensor, ratio: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    size_f = in_size.to(torch.float32)
+    out = torch.floor(size_f * ratio).to(torch.int64)  # floor(H*r) with a float32 product, as the spec says
+    scale = torch.reciprocal(ratio).to(torch.float64)  # float32 1/r, widened: the product below is exact
+    src = ((torch.arange(out, dtype=torch.float64) + 0.5) * scale - 0.5).to(torch.float32)  # one rounding (FMA)
+    src = torch.clamp(src, min=0.0)
+    index0 = src.to(torch.int64)
+    lambda1 = src - index0.to(torch.float32)
+    lambda0 = 1.0 - lambda1
+    index1 = torch.minimum(index0 + 1, in_size.to(torch.int64) - 1)
+    return index0, index1, lambda0, lambda1
+
+
+def dynamic_downsample(x: Tensor, ratio: Tensor) -> Tensor:
+    """Runtime ratio (a float32 tensor of one element): PyTorch's taps computed in the graph."""
+    r = ratio.reshape(()).to(torch.float32)
+    shape = torch._shape_as_tensor(x)  # traced as a Shape op, so H and W stay dynamic in the graph
+    out = x
+    for axis, view in ((3, (1, 1, 1, -1)), (2, (1, 1, -1, 1))):
+        index0, index1, lambda0, lambda1 = _runtime_taps(shape[axis], r)
+        out = out.index_select(axis, index0) * lambda0.reshape(view) + out.index_select(axis, index1) * \
+            lambda1.reshape(view)
+    return out

@@ -1,0 +1,304 @@
+"""TFLite target: request checks, the SignatureDef contract, and parity on the LiteRT interpreter (XNNPACK).
+
+Default tests convert three times (256x144@0.5 NHWC; 328x184@0.375 NCHW: odd low-res sizes and the PyTorch-weight
+downsample; 241x135@1.0 NHWC: no refiner); every precision reuses the first conversion (cached per process).
+Full resolutions over 100 frames are marked slow.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_quantizer")
+
+from rvm_export.errors import ExportFailedError, InputError, UsageError  # noqa: E402
+from rvm_export.parity import compare_rollout  # noqa: E402
+from rvm_export.reference import TorchStream  # noqa: E402
+from rvm_export.scene import MovingScene  # noqa: E402
+from rvm_export.spec import OUTPUT_NAMES, STATE_PAIRS, Bucket, IOSpec, Layout, Precision  # noqa: E402
+from rvm_export.tolerances import tolerance_for  # noqa: E402
+from targets import tflite  # noqa: E402
+from targets.base import ExportRequest, RuntimeOptions  # noqa: E402
+
+pytestmark = pytest.mark.tflite
+
+SMALL = Bucket(256, 144, 0.5)
+ODD = Bucket(328, 184, 0.375)  # low-res 123x69: odd sizes in every pool; 1/0.375 is not a power of two
+RATIO1 = Bucket(241, 135, 1.0)
+FRAMES = 8
+THREADS = RuntimeOptions(threads=2)
+TRAINED = Path(__file__).resolve().parents[1] / "runs" / "smoke" / "checkpoint_last.pth"
+# (id, precision, options) -- the matrix of what one bucket can be exported as
+VARIANTS = [("fp32", "fp32", {}), ("fp16", "fp16", {}), ("int8-dynamic", "int8", {}),  # dynamic is the default
+            ("int8-full", "int8", {"int8_mode": "full"})]
+
+
+def _request(bucket=SMALL, precision="fp32", layout=Layout.NHWC, dynamic=False, options=None, frames=16):
+    return ExportRequest("mobilenetv3", "deep_guided_filter", (bucket,) if bucket else (), dynamic,
+                         Precision(precision), layout, options=options or {}, calibration_frames=frames)
+
+
+def _parity(model, artifact, bucket, frames=FRAMES):
+    runner = tflite.load(artifact, THREADS)
+    return compare_rollout(TorchStream(model, bucket), runner.stream(bucket), MovingScene(bucket.width, bucket.height,
+                           frames, seed=0), target="tflite", artifact=artifact.name,
+                           precision=artifact.precision.value, bucket=bucket, label=runner.label,
+                           tolerance=tolerance_for("tflite", artifact.precision.value))
+
+
+@pytest.fixture(scope="session")
+def tflite_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tflite")
+
+
+@pytest.fixture(scope="session")
+def small_artifacts(golden_model, tflite_dir):
+    """Every precision at 256x144@0.5 NHWC (one conversion, then AI Edge Quantizer per precision)."""
+    return {name: tflite.export(golden_model, _request(precision=p, options=o), tflite_dir)[0]
+            for name, p, o in VARIANTS}
+
+
+@pytest.fixture(scope="session")
+def odd_nchw(golden_model, tflite_dir):
+    return tflite.export(golden_model, _request(ODD, layout=Layout.NCHW), tflite_dir)[0]
+
+
+@pytest.fixture(scope="session")
+def ratio1(golden_model, tflite_dir):
+    return tflite.export(golden_model, _request(RATIO1), tflite_dir)[0]
+
+
+# -- requests that cannot make a model are refused before any work, naming the problem -----------------------------
+def test_dynamic_refused_naming_why():
+    with pytest.raises(UsageError, match=r"static models only.*ratio.*--resolution WxH@RATIO"):
+        tflite.check_request(_request(dynamic=True))
+
+
+@pytest.mark.parametrize("bucket, suggestions", [
+    (Bucket(1280, 720, 0.33), ["0.3375", "0.3125", "1200x700"]),  # 720*0.33 = 237.6; 0.325 is not offered: float32
+    # gives floor(720*0.325) = 233, PyTorch 234
+    (Bucket(241, 135, 0.5), ["1.0", "240x134"]),  # 241*0.5 = 120.5; gcd(241, 135) = 1: only 1.0 is exact
+], ids=["720p@0.33", "241x135@0.5"])
+def test_inexact_bucket_refused_with_nearest_values(bucket, suggestions):
+    with pytest.raises(UsageError) as info:
+        tflite.check_request(_request(bucket))
+    message = str(info.value)
+    assert bucket.label in message and "whole number of pixels" in message
+    for text in suggestions:
+        assert text in message
+    # and every ratio it suggests really builds
+    listed = message.split("valid ratios at ")[1].split(": ")[1].split(";")[0]
+    for ratio in (float(text) for text in listed.split(", ")):
+        tflite.check_bucket(Bucket(bucket.width, bucket.height, ratio))
+
+
+@pytest.mark.parametrize("options, precision, pattern", [
+    ({"int8_mode": "full"}, "fp32", r"int8_mode only applies to --precision int8"),
+    ({"int8_mode": "weights"}, "int8", r"int8_mode must be one of dynamic, full.*'weights'"),
+    ({"quantise": True}, "fp32", r"does not know option\(s\) quantise; it takes: int8_mode.*exact_resize"),
+    ({"exact_resize": 3}, "fp32", r"exact_resize must be true or false, got 3"),
+], ids=["mode-without-int8", "bad-mode", "unknown-option", "bad-exact-resize"])
+def test_options_refused(options, precision, pattern):
+    with pytest.raises(UsageError, match=pattern):
+        tflite.check_request(_request(precision=precision, options=options))
+
+
+def test_precision_and_empty_buckets_refused():
+    with pytest.raises(UsageError, match=r"cannot export precision bf16"):
+        tflite.check_request(_request(precision="bf16"))
+    with pytest.raises(UsageError, match=r"at least one --resolution"):
+        tflite.check_request(_request(bucket=None))
+
+
+def test_pool_rewrite_matches_ceil_mode_pool():
+    """The export-only pool equals nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False) at odd and even sizes."""
+    import torch
+
+    from targets.tflite_rewrites import ceil_mode_pool
+
+    reference = torch.nn.AvgPool2d(2, 2, count_include_pad=False, ceil_mode=True)
+    rewrite = ceil_mode_pool()
+    for h, w in [(72, 128), (135, 241), (67, 120), (34, 61)]:
+        x = torch.rand(1, 5, h, w, generator=torch.Generator().manual_seed(h))
+        assert float((rewrite(x) - reference(x)).abs().max()) < 1e-6
+
+
+def test_export_rewrites_are_undone(golden_model):
+    import torch
+
+    pool = golden_model.decoder.avgpool
+    with tflite.export_friendly(golden_model):
+        assert golden_model.decoder.avgpool is not pool
+    assert golden_model.decoder.avgpool is pool
+    assert isinstance(pool, torch.nn.AvgPool2d)
+
+
+# -- the contract: names, layout, metadata ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [v[0] for v in VARIANTS])
+def test_signature_carries_contract_names_and_float_io(small_artifacts, name):
+    from ai_edge_litert.interpreter import Interpreter
+
+    artifact = small_artifacts[name]
+    runner = Interpreter(model_path=str(artifact.path)).get_signature_runner(tflite.SIGNATURE_KEY)
+    inputs, outputs = runner.get_input_details(), runner.get_output_details()
+    assert set(inputs) == {"src", "r1i", "r2i", "r3i", "r4i"} and set(outputs) == set(OUTPUT_NAMES)
+    spec = IOSpec("mobilenetv3", "deep_guided_filter", SMALL, layout=Layout.NHWC)
+    assert tuple(inputs["src"]["shape"]) == (1, 144, 256, 3) and tuple(outputs["pha"]["shape"]) == (1, 144, 256, 1)
+    for out, inp in STATE_PAIRS:  # rKo feeds rKi as is: same shape, same dtype, NHWC both sides
+        assert tuple(outputs[out]["shape"]) == tuple(inputs[inp]["shape"]) == spec.concrete_state_shapes(SMALL)[inp]
+        assert outputs[out]["dtype"] == inputs[inp]["dtype"] == np.float32
+    assert tflite.read_contract(artifact.path) == json.loads(json.dumps(artifact.spec.to_dict()))
+    meta = tflite.read_metadata(artifact.path)
+    assert meta["rvm_export.precision"] == artifact.precision.value and meta["rvm_export.layout"] == "NHWC"
+
+
+def test_nhwc_graph_is_builtin_ops_without_transposes(small_artifacts):
+    details = small_artifacts["fp32"].details
+    assert details["transposes"] == 0 and details["non_builtin_ops"] == {}
+    assert details["ops"]["AVERAGE_POOL_2D"] == 3 and not any(k.startswith("STABLEHLO") for k in details["ops"])
+    sizes = {name: a.path.stat().st_size for name, a in small_artifacts.items()}
+    assert sizes["fp16"] < 0.55 * sizes["fp32"] and sizes["int8-full"] < 0.35 * sizes["fp32"]
+
+
+def test_full_int8_keeps_stated_scopes_float(small_artifacts):
+    details = small_artifacts["int8-full"].details
+    assert details["float_scopes"] == ["project_mat"] and details["calibration_frames"] == 16
+    assert details["ops"]["QUANTIZE"] > 0 and "RELU_0_TO_1" in details["float_ops"]  # clamp of fgr/pha stays float
+    assert sum(details["float_ops"].values()) < 0.25 * sum(v for k, v in details["ops"].items()
+                                                           if k not in ("QUANTIZE", "DEQUANTIZE"))
+
+
+def test_float_scope_that_matches_nothing_is_an_error(golden_model, small_artifacts):
+    from targets.tflite_quant import quantize
+
+    spec = IOSpec("mobilenetv3", "deep_guided_filter", SMALL, layout=Layout.NHWC)
+    fp32, _ = tflite.convert_fp32(golden_model, spec)  # cached by the fixture's export
+    with pytest.raises(ExportFailedError, match=r"\['no_such_module'\] match no op"):
+        quantize(fp32, "int8", "dynamic", float_scopes=("no_such_module",))
+
+
+# -- parity on the LiteRT interpreter (XNNPACK) ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", [v[0] for v in VARIANTS])
+def test_rollout_parity_small(golden_model, small_artifacts, name):
+    report = _parity(golden_model, small_artifacts[name], SMALL)
+    report.raise_if_failed()
+    assert report.frames == FRAMES and set(report.errors) == set(OUTPUT_NAMES)
+    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1.5e-2}[name]
+    measured = report.max_abs if name in ("fp32", "fp16") else report.pha_mad  # int8: judged by alpha quality
+    assert measured <= bound, f"{name}: {measured:.3g} > {bound:g}"
+
+
+def test_rollout_parity_odd_sizes_nchw_ratio_0375(golden_model, odd_nchw):
+    """328x184 at 0.375: low-res 123x69 (odd at every pool), the downsample with PyTorch's weights, NCHW."""
+    assert odd_nchw.spec.layout == Layout.NCHW and odd_nchw.details["downsample"].startswith("PyTorch's float32 taps")
+    report = _parity(golden_model, odd_nchw, ODD)
+    report.raise_if_failed()
+    assert report.max_abs <= 1e-5
+
+
+def test_rollout_parity_ratio1(golden_model, ratio1):
+    """241x135 at ratio 1: no downsample and no refiner, like PyTorch's forward."""
+    assert ratio1.details["downsample"] == "none (ratio 1)"
+    report = _parity(golden_model, ratio1, RATIO1, frames=4)
+    report.raise_if_failed()
+    assert report.max_abs <= 1e-4
+
+
+# -- running: bad feeds are refused by name ----------------------------------------------------------------------------
+def test_runner_refuses_wrong_shapes_and_devices(small_artifacts):
+    artifact = small_artifacts["fp32"]
+    runner = tflite.load(artifact, THREADS)
+    feeds = {"src": np.zeros((1, 3, 144, 256), np.float32), **artifact.spec.zero_states(SMALL)}
+    with pytest.raises(InputError, match=r"src has shape \[1, 3, 144, 256\].*fixed at \[1, 144, 256, 3\].*NHWC"):
+        runner.run(feeds)
+    with pytest.raises(UsageError, match=r"CPU here"):
+        tflite.load(artifact, RuntimeOptions(device="GPU"))
+    with pytest.raises(UsageError, match=r"fixed at 256x144@0.5"):
+        runner.stream(Bucket(512, 288, 0.5))
+
+
+def test_load_path_reads_contract_and_matches(small_artifacts):
+    artifact = small_artifacts["fp32"]
+    by_path = tflite.load_path(artifact.path, THREADS)
+    assert by_path.spec.bucket == SMALL and by_path.spec.layout == Layout.NHWC
+    frame = MovingScene(256, 144, 1, seed=3).frame(0)
+    a = tflite.load(artifact, THREADS).stream(SMALL).step(frame)
+    b = by_path.stream(SMALL).step(frame)
+    assert all(np.array_equal(a[k], b[k]) for k in OUTPUT_NAMES)
+    with pytest.raises(InputError, match="not found"):
+        tflite.load_path(artifact.path.with_name("missing.tflite"), THREADS)
+
+
+def test_failed_export_leaves_no_file(golden_model, tmp_path, monkeypatch):
+    import targets.tflite_quant as quant
+
+    def broken(*args, **kwargs):
+        raise ExportFailedError("simulated quantizer failure")
+
+    monkeypatch.setattr(quant, "quantize", broken)
+    with pytest.raises(ExportFailedError, match="simulated"):
+        tflite.export(golden_model, _request(precision="fp16"), tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_exports_and_checks_parity(golden_pth, tmp_path):
+    """``rvm-export --target tflite`` end to end (reuses this session's conversion: same weights and bucket)."""
+    from rvm_export.cli import main
+
+    code = main(["--target", "tflite", "--checkpoint", str(golden_pth), "--resolution", "256x144@0.5",
+                 "--layout", "NHWC", "--frames", "3", "--skip-bench", "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    manifest = (tmp_path / "manifest.json").read_text()
+    assert "rvm_mobilenetv3_256x144_r0.5_nhwc_fp32.tflite" in manifest and '"NHWC"' in manifest
+
+
+# -- full resolutions, 100 frames (the issue's bounds) ----------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", [Layout.NHWC, Layout.NCHW], ids=["NHWC", "NCHW"])
+@pytest.mark.parametrize("bucket", [Bucket(1280, 720, 0.375), Bucket(1920, 1080, 0.25)], ids=["720p", "1080p"])
+def test_full_resolution_fp32_100_frames(golden_model, tmp_path, bucket, layout):
+    (artifact,) = tflite.export(golden_model, _request(bucket, layout=layout), tmp_path)
+    report = _parity(golden_model, artifact, bucket, frames=100)
+    report.raise_if_failed()
+    assert report.max_abs <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, precision, options", VARIANTS[1:], ids=[v[0] for v in VARIANTS[1:]])
+def test_full_resolution_reduced_precision_100_frames(golden_model, tmp_path, name, precision, options):
+    bucket = Bucket(1280, 720, 0.375)
+    (artifact,) = tflite.export(golden_model, _request(bucket, precision, options=options, frames=32), tmp_path)
+    _parity(golden_model, artifact, bucket, frames=100).raise_if_failed()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRAINED.is_file(), reason=f"no trained checkpoint at {TRAINED} yet")
+@pytest.mark.parametrize("mode", ["dynamic", pytest.param("full", marks=pytest.mark.xfail(
+    reason="full int8 of the smoke-trained model: pha MAD 4.3e-2 > 2e-2 (docs/tflite.md)", strict=False))])
+def test_trained_model_int8_alpha_quality(tmp_path, mode):
+    from model import load_checkpoint
+
+    model = load_checkpoint(TRAINED)
+    bucket = Bucket(512, 288, 1.0)
+    (artifact,) = tflite.export(model, _request(bucket, "int8", options={"int8_mode": mode}, frames=32), tmp_path)
+    _parity(model, artifact, bucket, frames=30).raise_if_failed()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not TRAINED.is_file(), reason=f"no trained checkpoint at {TRAINED} yet")
+def test_trained_model_fp32_at_0375_needs_pytorch_weights(tmp_path):
+    """A trained model turns the resize's coordinate rounding into 4e-4 on the states (RESIZE_BILINEAR); with
+    PyTorch's weights it stays at float rounding."""
+    from model import load_checkpoint
+
+    model = load_checkpoint(TRAINED)
+    bucket = Bucket(1280, 720, 0.375)
+    (artifact,) = tflite.export(model, _request(bucket), tmp_path)
+    report = _parity(model, artifact, bucket, frames=30)
+    report.raise_if_failed()
+    assert report.max_abs <= 2e-5
