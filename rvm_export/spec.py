@@ -76,10 +76,11 @@ class Bucket:
         if min(low) < 1:
             raise UsageError(f"ratio {self.ratio} shrinks {self.width}x{self.height} to {low[1]}x{low[0]}")
         if low != lowres_size(self.height, self.width, self.ratio):
+            torch_h, torch_w = lowres_size(self.height, self.width, self.ratio)
             raise UsageError(
                 f"ratio {self.ratio} at {self.width}x{self.height} gives a low-res size that float32 runtimes "
-                f"({low[1]}x{low[0]}) and PyTorch ({lowres_size(self.height, self.width, self.ratio)[::-1]}) "
-                f"round differently; choose one of {self.nearest_exact_ratios()}")
+                f"({low[1]}x{low[0]}) and PyTorch ({torch_w}x{torch_h}) round differently; choose one of "
+                f"{self.nearest_exact_ratios()}")
 
     @property
     def lowres(self) -> tuple[int, int]:
@@ -88,36 +89,47 @@ class Bucket:
 
     @property
     def exact(self) -> bool:
-        """True when H*r and W*r are integers (required by CoreML and TFLite static models)."""
-        return self.ratio == 1.0 or (float(self.height) * self.ratio).is_integer() and (
-            float(self.width) * self.ratio).is_integer()
+        """True when H*r and W*r are whole numbers (required by CoreML and TFLite static models), up to float64
+        rounding of the decimal ratio (1280 x 0.3375 = 432.00000000000006 counts)."""
+        return all(abs(n * self.ratio - round(n * self.ratio)) < 1e-9 for n in (self.width, self.height))
 
     @property
     def label(self) -> str:
         return f"{self.width}x{self.height}@{self.ratio:g}"
 
     def nearest_exact_ratios(self, count: int = 2) -> list[float]:
-        """The ratios closest to this one for which H*r and W*r are both integers.
+        """The valid ratios closest to this one for which H*r and W*r are both integers.
 
-        r*H and r*W are integers exactly when r = k / gcd(H, W) for an integer k.
+        r*H and r*W are integers exactly when r = k / gcd(H, W) for an integer k; candidates that the constructor
+        would refuse (float32 and float64 floors disagree, e.g. 0.325 at 1280x720) are skipped.
         """
         g = math.gcd(self.width, self.height)
         k = math.floor(self.ratio * g)
-        candidates = {Fraction(j, g) for j in range(k - count, k + count + 2) if 1 <= j <= g}
+        candidates = {Fraction(j, g) for j in range(k - 4 * count, k + 4 * count + 2) if 1 <= j <= g}
         candidates.discard(Fraction(self.ratio).limit_denominator(10**6))
-        ranked = sorted(candidates, key=lambda c: abs(float(c) - self.ratio))
-        return [round(float(c), 6) for c in ranked[:count]]
+        valid = [round(float(c), 6) for c in sorted(candidates, key=lambda c: abs(float(c) - self.ratio))
+                 if _is_valid(self.width, self.height, round(float(c), 6))]
+        return valid[:count]
 
     def nearest_exact_sizes(self) -> list[str]:
         """Frame sizes near this one for which this ratio gives integer low-res sizes."""
-        frac = Fraction(self.ratio).limit_denominator(4096)
-        q = frac.denominator
+        q = Fraction(self.ratio).limit_denominator(4096).denominator
 
         def snap(n: int) -> list[int]:
             lo = n // q * q
             return [v for v in (lo, lo + q) if v > 0]
 
-        return [f"{w}x{h}" for w in snap(self.width) for h in snap(self.height)][:4]
+        return [f"{w}x{h}" for w in snap(self.width) for h in snap(self.height)
+                if _is_valid(w, h, self.ratio)][:4]
+
+
+def _is_valid(width: int, height: int, ratio: float) -> bool:
+    """A bucket the constructor accepts (float32 and float64 low-res sizes agree, both >= 1) and that is exact."""
+    if not 0.0 < ratio <= 1.0 or width < 1 or height < 1:
+        return False
+    low = lowres_hw(height, width, ratio)
+    exact = all(abs(n * ratio - round(n * ratio)) < 1e-9 for n in (width, height))
+    return exact and min(low) >= 1 and low == lowres_size(height, width, ratio)
 
 
 def recommended_ratio(width: int, height: int) -> float:

@@ -121,7 +121,7 @@ def check_request(request: ExportRequest) -> None:
 
 def check_bucket(bucket: Bucket) -> None:
     """Refuse a bucket whose low-res size is not exactly H*r x W*r, naming the nearest values that work."""
-    if is_exact(bucket):
+    if bucket.exact:
         return
     h, w = bucket.height * bucket.ratio, bucket.width * bucket.ratio
     ratios, sizes = exact_suggestions(bucket)
@@ -133,30 +133,9 @@ def check_bucket(bucket: Bucket) -> None:
         f"nearest valid sizes at ratio {bucket.ratio:g}: {', '.join(sizes) or 'none'}")
 
 
-def is_exact(bucket: Bucket) -> bool:
-    """H*r and W*r are whole numbers (up to float64 rounding: 1280 x 0.3375 = 432.00000000000006 counts).
-
-    ``Bucket.exact`` asks ``float.is_integer`` and so refuses such decimals; the Bucket constructor has already
-    refused the ratios whose float32 and float64 floors differ, so the low-res size here is unambiguous.
-    """
-    return all(abs(n * bucket.ratio - math.floor(n * bucket.ratio)) < 1e-9 for n in (bucket.width, bucket.height))
-
-
 def exact_suggestions(bucket: Bucket, count: int = 2) -> tuple[list[float], list[str]]:
-    """Nearest ratios and sizes that really make an exact bucket: ``Bucket.nearest_exact_*`` reason in fractions,
-    and some of their decimals (0.325 at 1280x720) are not exact in floating point, or round differently in
-    float32 and PyTorch's float64 (the Bucket constructor refuses those)."""
-    def valid(width: int, height: int, ratio: float) -> bool:
-        try:
-            return is_exact(Bucket(width, height, ratio))
-        except UsageError:
-            return False
-
-    ratios = [r for r in bucket.nearest_exact_ratios(count=4 * count) if valid(bucket.width, bucket.height, r)]
-    ratios = sorted(ratios, key=lambda r: abs(r - bucket.ratio))[:count]
-    sizes = [s for s in bucket.nearest_exact_sizes()
-             if valid(*(int(v) for v in s.split("x")), bucket.ratio)]
-    return ratios, sizes
+    """Nearest valid ratios at this size and sizes at this ratio (both checked by building the Bucket)."""
+    return bucket.nearest_exact_ratios(count), bucket.nearest_exact_sizes()
 
 
 # ---------------------------------------------------------------------------------------------------------------
