@@ -298,8 +298,9 @@ def _providers(device: str) -> list[str]:
         raise UsageError(f"onnx runs on cpu, cuda or tensorrt, not {device!r}")
     first = wanted[device][0]
     if first not in available:
-        raise MissingRuntimeError(f"ONNX Runtime's {first} (available here: {', '.join(available)})", "onnx",
-                                  "onnxruntime-gpu")
+        need = "onnxruntime-gpu" + (" with TensorRT" if device == "tensorrt" else "") + " instead of onnxruntime"
+        raise MissingRuntimeError(f"ONNX Runtime's {first} is not available here (this onnxruntime has "
+                                  f"{', '.join(available)}): install {need}")
     return [p for p in wanted[device] if p in available]
 
 

@@ -79,7 +79,7 @@ class CudaRunner:
 
             problem = missing()
             if problem:
-                raise MissingRuntimeError(f"CUDA ({problem})", "cuda", "torch (CUDA build)")
+                raise MissingRuntimeError(f"the cuda target cannot run here: {problem}")
             torch.backends.cudnn.benchmark = True  # per-shape algorithm search on the first frames (before capture)
         self.spec, self.mode, self.artifact = spec, mode, artifact
         self.precision = precision or ("fp16" if spec.io_dtype == "float16" else "fp32")

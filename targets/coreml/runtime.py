@@ -137,7 +137,8 @@ class PredictRunner:
 
     def __init__(self, artifact, compute_units: str) -> None:
         if not can_predict():
-            raise MissingRuntimeError("Core ML prediction (macOS only; use the MIL program check elsewhere)", "coreml")
+            raise MissingRuntimeError("Core ML prediction runs only on macOS; elsewhere parity uses the MIL "
+                                      "program check")
         import coremltools as ct
 
         if compute_units not in COMPUTE_UNIT_NAMES:
