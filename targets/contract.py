@@ -29,22 +29,32 @@ def _up(x: Tensor, size) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
-def refine_and_compose(src: Tensor, a: Tensor, b: Tensor,
-                       size: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
-    """The refiner's full-resolution tail and the final composition in fewer full-resolution passes.
+def refine_and_compose(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int] | None = None,
+                       planar: bool = True) -> tuple[Tensor, Tensor]:
+    """The refiner's full-resolution tail and the final composition in few full-resolution passes.
 
     Same algebra as ``apply_coefficients`` followed by ``compose`` (the filter is per channel:
-    fgr = clamp(A_rgb * src + b_rgb + src), pha = clamp(A_g * mean(src) + b_g)), rearranged so the ``+ src`` folds into
-    the low-res coefficients (bilinear weights sum to one) and no 4-channel guide is concatenated or split at full
-    resolution. Differs from PyTorch's order of operations by float32 rounding only (~1e-7).
+    fgr = clamp(A_rgb * src + b_rgb + src), pha = clamp(A_g * mean(src) + b_g)), rearranged so that the ``+ src`` folds
+    into the low-res coefficients (bilinear weights sum to one), all eight coefficient planes are upsampled by one
+    resize, and no 4-channel guide is concatenated or split at full resolution. The reshape to [N, 2, 4, H, W] lets
+    OpenVINO's CPU plugin keep the arithmetic planar (measured ~20 % faster there in f32, not slower on ONNX Runtime).
+    Differs from PyTorch's order of operations by float32 rounding only (~1e-7); exact at ratio 1 (A = 0, b = y).
     ``size`` is the full-resolution (H, W) as Python ints for static graphs (converters such as coremltools need
-    constant resize sizes); None takes it from ``src`` at run time (dynamic graphs).
+    constant resize sizes); None takes it from ``src`` at run time (dynamic graphs). ``planar=False`` upsamples the
+    four coefficient groups separately instead: in a channels-last graph (TFLite NHWC) the 5-D view, or one resize
+    split along channels, made the converter add transposes (measured: 2-4 TRANSPOSE ops; none this way).
     """
     size = size or (src.size(2), src.size(3))
     a_rgb, a_gray = a.split([3, 1], dim=1)
-    b_rgb, b_gray = b.split([3, 1], dim=1)
-    fgr = _up(a_rgb + 1.0, size) * src + _up(b_rgb, size)
-    pha = _up(a_gray, size) * src.mean(dim=1, keepdim=True) + _up(b_gray, size)
+    if planar:
+        planes = _up(torch.cat([a_rgb + 1.0, a_gray, b], dim=1), size).reshape(-1, 2, 4, size[0], size[1])
+        scale_rgb, scale_gray, offset_rgb, offset_gray = (planes[:, 0, 0:3], planes[:, 0, 3:4], planes[:, 1, 0:3],
+                                                          planes[:, 1, 3:4])  # [:, 0] scales A', [:, 1] offsets b
+    else:
+        b_rgb, b_gray = b.split([3, 1], dim=1)
+        scale_rgb, scale_gray, offset_rgb, offset_gray = (_up(t, size) for t in (a_rgb + 1.0, a_gray, b_rgb, b_gray))
+    fgr = scale_rgb * src + offset_rgb
+    pha = scale_gray * src.mean(dim=1, keepdim=True) + offset_gray
     return fgr.clamp(0.0, 1.0), pha.clamp(0.0, 1.0)
 
 
@@ -84,7 +94,8 @@ class StaticContract(_Contract):
         hid, new_states = m.encode_decode(src_sm, states)
         fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
         a, b, _ = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)
-        fgr, pha = refine_and_compose(src, a, b, (self.spec.bucket.height, self.spec.bucket.width))
+        fgr, pha = refine_and_compose(src, a, b, (self.spec.bucket.height, self.spec.bucket.width),
+                                      planar=not self.nhwc)
         return tuple(self._out(t) for t in (fgr, pha, *new_states))
 
 
@@ -102,7 +113,7 @@ class DynamicContract(_Contract):
         at_full_res = (downsample_ratio.reshape(1, 1, 1, 1) == 1.0)
         a = torch.where(at_full_res, torch.zeros_like(a), a)
         b = torch.where(at_full_res, y, b)
-        fgr, pha = refine_and_compose(src, a, b)
+        fgr, pha = refine_and_compose(src, a, b, planar=not self.nhwc)
         return tuple(self._out(t) for t in (fgr, pha, *states))
 
 

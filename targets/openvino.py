@@ -111,20 +111,17 @@ def _export_spec(model, spec: IOSpec, request: ExportRequest, out_dir: Path) -> 
     import openvino as ov
 
     from .onnx import export_graph
-    from .openvino_graph import openvino_tail
 
     with staging_dir(out_dir) as work:
         onnx_path = work / "fp32.onnx"
-        with openvino_tail():
-            onnx_details = export_graph(model, spec, onnx_path, None, Precision.FP32, request.opset)
+        onnx_details = export_graph(model, spec, onnx_path, None, Precision.FP32, request.opset)
         try:
             ov_model = ov.convert_model(str(onnx_path))
         except Exception as exc:
             raise ExportFailedError(f"openvino.convert_model failed on the ONNX intermediate: {exc}") from exc
         _name_contract_io(ov_model, spec)
         details: dict[str, Any] = {"converter": f"openvino.convert_model {ov.get_version()} from ONNX "
-                                                f"(opset {request.opset}, {onnx_details['exporter']}, "
-                                                "refiner tail: openvino_graph.refine_and_compose_planar)",
+                                                f"(opset {request.opset}, {onnx_details['exporter']})",
                                    "io_dtype": "float32"}
         if request.precision == Precision.INT8:
             from .openvino_quant import quantize

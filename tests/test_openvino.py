@@ -133,20 +133,6 @@ def test_zero_copy_stream_equals_plain_runs(dynamic_fp32):
         assert all(np.array_equal(a[k], b[k]) for k in OUTPUT_NAMES)
 
 
-def test_refiner_tail_rewrite_is_the_same_algebra():
-    import torch
-
-    from targets.contract import refine_and_compose
-    from targets.openvino_graph import refine_and_compose_planar
-
-    gen = torch.Generator().manual_seed(0)
-    src = torch.rand(2, 3, 67, 91, generator=gen)
-    a, b = torch.randn(2, 4, 17, 23, generator=gen), torch.randn(2, 4, 17, 23, generator=gen)
-    for size in (None, (67, 91)):
-        for x, y in zip(refine_and_compose(src, a, b, size), refine_and_compose_planar(src, a, b, size)):
-            assert float((x - y).abs().max()) <= 2e-6
-
-
 # -- fp16 / bf16 ----------------------------------------------------------------------------------------------------
 def test_fp16_weights_halve_the_file_and_stay_in_tolerance(golden_model, dynamic_fp32, tmp_path_factory):
     fp16 = _export(golden_model, tmp_path_factory, "ov_fp16", (SMALL,), True, Precision.FP16,

@@ -1,0 +1,50 @@
+"""Export wrappers compute what MattingNetwork.forward computes (targets/contract.py)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from model.guided_filter import apply_coefficients
+from rvm_export.spec import Bucket, IOSpec, Layout
+from targets.contract import DynamicContract, StaticContract, example_inputs, refine_and_compose
+
+
+def test_refiner_tail_is_the_same_algebra():
+    gen = torch.Generator().manual_seed(0)
+    src = torch.rand(2, 3, 67, 91, generator=gen)
+    a, b = torch.randn(2, 4, 17, 23, generator=gen), torch.randn(2, 4, 17, 23, generator=gen)
+    fgr_res, pha = apply_coefficients(a, b, src)
+    want = ((fgr_res + src).clamp(0, 1), pha.clamp(0, 1))
+    for size in (None, (67, 91)):
+        for planar in (True, False):
+            for got, expected in zip(refine_and_compose(src, a, b, size, planar), want):
+                assert float((got - expected).abs().max()) <= 2e-6
+
+
+def test_refiner_tail_is_exact_when_gated_off():
+    """A = 0, b = y at the same size (the dynamic graph's ratio-1 gate) gives the unrefined prediction exactly."""
+    gen = torch.Generator().manual_seed(1)
+    src = torch.rand(1, 3, 40, 56, generator=gen)
+    y = torch.randn(1, 4, 40, 56, generator=gen)
+    fgr, pha = refine_and_compose(src, torch.zeros_like(y), y)
+    assert torch.equal(fgr, (y[:, :3] + src).clamp(0, 1)) and torch.equal(pha, y[:, 3:].clamp(0, 1))
+
+
+@pytest.mark.parametrize("bucket", [Bucket(256, 144, 0.5), Bucket(241, 135, 1.0), Bucket(320, 180, 0.375)],
+                         ids=lambda b: b.label)
+@pytest.mark.parametrize("layout", [Layout.NCHW, Layout.NHWC])
+def test_wrappers_equal_forward(golden_model, bucket, layout):
+    spec = IOSpec("mobilenetv3", "deep_guided_filter", bucket, layout=layout)
+    src, *states = example_inputs(spec, bucket)
+    nchw = src.permute(0, 3, 1, 2) if layout == Layout.NHWC else src
+    with torch.inference_mode():
+        want = golden_model(nchw, downsample_ratio=bucket.ratio)
+        static = StaticContract(golden_model, spec)(src, *states)
+        dynamic = DynamicContract(golden_model, IOSpec("mobilenetv3", "deep_guided_filter"))(
+            nchw, *[s.permute(0, 3, 1, 2) if layout == Layout.NHWC else s for s in states],
+            torch.tensor([bucket.ratio]))
+    for got, expected in zip(static, want):
+        got = got.permute(0, 3, 1, 2) if layout == Layout.NHWC else got
+        assert float((got - expected).abs().max()) <= 2e-6
+    for got, expected in zip(dynamic, want):
+        assert float((got - expected).abs().max()) <= 2e-6
