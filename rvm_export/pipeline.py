@@ -114,18 +114,19 @@ def _plan(config: RunConfig, variant: str, refiner: str, model_info: Mapping[str
         raise MissingRuntimeError(f"cannot run target {', '.join(missing)}: {details}")
     plan = []
     for name, module in modules.items():
-        if config.ratio_mode == "dynamic":
-            dynamic = True
-        elif config.ratio_mode == "fixed":
-            dynamic = False
-        else:
-            dynamic = bool(getattr(module, "SUPPORTS_DYNAMIC", False))
         for precision in config.precisions or (_default_precision(module),):
             try:
                 prec = Precision(precision)
             except ValueError:
                 raise UsageError(f"unknown precision {precision!r}; expected one of "
                                  f"{[p.value for p in Precision]}") from None
+            if config.ratio_mode == "dynamic":
+                dynamic = True
+            elif config.ratio_mode == "fixed":
+                dynamic = False
+            else:  # auto: dynamic where the target can be dynamic at this precision
+                can = getattr(module, "supports_dynamic", None)
+                dynamic = can(prec) if can else bool(getattr(module, "SUPPORTS_DYNAMIC", False))
             request = ExportRequest(variant, refiner, config.buckets, dynamic, prec, config.layout, config.opset,
                                     dict(config.options.get(name, {})),
                                     checkpoint_sha256=model_info.get("checkpoint_sha256"),
