@@ -3,7 +3,7 @@
 For each bucket: export the OpenVINO IRs (dynamic fp32; static fp32, fp16-weights/bf16 and int8; the stateful
 static fp32), run PyTorch fp32 and every configuration in lockstep over a ``--frames`` rollout of the generated
 scene (states fed back on each side), then time every configuration and the ONNX Runtime baselines side by side,
-one frame of each per round in alternating order (``--interleave block``: rvm_export.bench's rounds instead).
+one frame of each in turn, alternating order (rvm_export.bench; ``--interleave block`` for rounds instead).
 Baselines: any ONNX with the original I/O names (``--baseline-onnx``, repeatable), the original-style stand-in of
 benchmarks/original_style_onnx.py (on unless ``--no-original-style``) and our own dynamic fp32 ONNX. Prints a
 markdown table and writes JSON.
@@ -45,7 +45,6 @@ CONFIGS = {c.name: c for c in (
     Config("ov static fp32 (f32)", "fp32", "static", "f32"),
     Config("ov static fp32 pinned (f32)", "fp32", "static", "f32", {"ENABLE_CPU_PINNING": True}),
     Config("ov stateful fp32 (f32)", "fp32", "stateful", "f32"),
-    Config("ov dynamic bf16 (bf16)", "bf16", "dynamic", "bf16"),
     Config("ov static bf16 (bf16)", "bf16", "static", "bf16"),
     Config("ov static int8 (f32)", "int8", "static", "f32"),
     Config("ov static int8 (bf16)", "int8", "static", "bf16"),
@@ -137,56 +136,13 @@ def run_bucket(model, bucket, args, work: Path, label: str, sha: str | None) -> 
                                                                                  args.frames, seed=0), progress=True)
         for index, (report, _) in enumerate(reports):
             quality[report.artifact] = {**report.to_dict(), "runtime_error": errors.get(index)}
-    if args.interleave == "frame":
-        results = _bench_per_frame(entries, bucket, args.bench_frames)
-    else:
-        results = bench_side_by_side(entries, bucket, frames=args.bench_frames, rounds=args.rounds)
+    results = bench_side_by_side(entries, bucket, frames=args.bench_frames, rounds=args.rounds,
+                                 interleave=args.interleave)
     baseline = baselines[0][0]
     table = format_table(results, baseline=baseline)
     details = {f"{k[0]} {k[1]}": a.details for k, a in artifacts.items()}
     return {"bucket": bucket.label, "baseline": baseline, "results": [r.to_dict() for r in results],
             "quality": quality, "table": table, "artifacts": details}
-
-
-def _bench_per_frame(entries, bucket, frames: int):
-    """Timing with the finest interleave: one frame of each entry per round (A B C, C B A, A B C, ...), so a load
-    change on the shared machine hits every entry alike. Same result records as rvm_export.bench."""
-    import numpy as np
-
-    from rvm_export.bench import BenchResult
-    from rvm_export.scene import MovingScene
-
-    def size(path) -> int | None:
-        path = Path(path) if path else None
-        if path is None or not path.exists():
-            return None
-        return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-    clip = [MovingScene(bucket.width, bucket.height, 4, seed=7).frame(t) for t in range(4)]
-    loaded = []
-    for entry in entries:
-        start = time.perf_counter()
-        runner = entry.load()
-        load_s = time.perf_counter() - start
-        stream = runner.stream(bucket)
-        start = time.perf_counter()
-        stream.step(clip[0])
-        first_ms = 1e3 * (time.perf_counter() - start)
-        for frame in clip[1:]:
-            stream.step(frame)
-        loaded.append((entry, runner, stream, load_s, first_ms, []))
-    for index in range(frames):
-        for entry, runner, stream, _, _, times in (loaded if index % 2 == 0 else loaded[::-1]):
-            start = time.perf_counter()
-            stream.step(clip[index % 4])
-            times.append(1e3 * (time.perf_counter() - start))
-    results = []
-    for entry, runner, _, load_s, first_ms, times in loaded:
-        arr = np.asarray(times)
-        median = float(np.median(arr))
-        results.append(BenchResult(entry.name, runner.label, bucket.label, len(arr), load_s, first_ms, median,
-                                   float(np.percentile(arr, 90)), float(arr.mean()), 1e3 / median, size(entry.path)))
-    return results
 
 
 def _quality_table(buckets: list[dict[str, Any]]) -> str:

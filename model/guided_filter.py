@@ -32,7 +32,35 @@ def apply_coefficients(a: Tensor, b: Tensor, fine_src: Tensor) -> tuple[Tensor, 
     return fgr, pha
 
 
-class DeepGuidedFilterRefiner(nn.Module):
+class _GuidedFilterRefiner(nn.Module):
+    """Shared guided-filter algebra; subclasses give the box mean and the slope A from (cov_xy, var_x, hidden)."""
+
+    def _box(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _slope(self, cov_xy: Tensor, var_x: Tensor, base_hid: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def coefficients(self, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                     base_hid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Low-res linear coefficients (A, b) of out = A * [rgb, gray] + b, and the filtered input y."""
+        base_x = _with_gray(base_src)
+        base_y = torch.cat([base_fgr, base_pha], dim=1)
+        mean_x = self._box(base_x)
+        mean_y = self._box(base_y)
+        cov_xy = self._box(base_x * base_y) - mean_x * mean_y
+        var_x = self._box(base_x * base_x) - mean_x * mean_x
+        a = self._slope(cov_xy, var_x, base_hid)
+        b = mean_y - a * mean_x
+        return a, b, base_y
+
+    def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
+                base_hid: Tensor) -> tuple[Tensor, Tensor]:
+        a, b, _ = self.coefficients(base_src, base_fgr, base_pha, base_hid)
+        return apply_coefficients(a, b, fine_src)
+
+
+class DeepGuidedFilterRefiner(_GuidedFilterRefiner):
     def __init__(self, hid_ch: int = 16) -> None:
         super().__init__()
         self.box_filter = nn.Conv2d(4, 4, kernel_size=3, padding=1, bias=False, groups=4)
@@ -43,26 +71,14 @@ class DeepGuidedFilterRefiner(nn.Module):
             nn.Conv2d(hid_ch, 4, 1, bias=True),
         )
 
-    def coefficients(self, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
-                     base_hid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Low-res linear coefficients (A, b) of out = A * [rgb, gray] + b, and the filtered input y."""
-        base_x = _with_gray(base_src)
-        base_y = torch.cat([base_fgr, base_pha], dim=1)
-        mean_x = self.box_filter(base_x)
-        mean_y = self.box_filter(base_y)
-        cov_xy = self.box_filter(base_x * base_y) - mean_x * mean_y
-        var_x = self.box_filter(base_x * base_x) - mean_x * mean_x
-        a = self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
-        b = mean_y - a * mean_x
-        return a, b, base_y
+    def _box(self, x: Tensor) -> Tensor:
+        return self.box_filter(x)
 
-    def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
-                base_hid: Tensor) -> tuple[Tensor, Tensor]:
-        a, b, _ = self.coefficients(base_src, base_fgr, base_pha, base_hid)
-        return apply_coefficients(a, b, fine_src)
+    def _slope(self, cov_xy: Tensor, var_x: Tensor, base_hid: Tensor) -> Tensor:
+        return self.conv(torch.cat([cov_xy, var_x, base_hid], dim=1))
 
 
-class FastGuidedFilterRefiner(nn.Module):
+class FastGuidedFilterRefiner(_GuidedFilterRefiner):
     eps = 1e-5
 
     def __init__(self, hid_ch: int = 16) -> None:
@@ -72,29 +88,14 @@ class FastGuidedFilterRefiner(nn.Module):
         self.register_buffer("kernel_x", torch.full((4, 1, 1, 3), 1.0 / 3.0), persistent=False)
         self.register_buffer("kernel_y", torch.full((4, 1, 3, 1), 1.0 / 3.0), persistent=False)
 
-    def _box_mean3(self, x: Tensor) -> Tensor:
+    def _box(self, x: Tensor) -> Tensor:
         """Separable zero-padded 3-tap mean, horizontal then vertical, depthwise."""
         x = F.conv2d(x, self.kernel_x.to(x.dtype), padding=(0, 1), groups=4)
         return F.conv2d(x, self.kernel_y.to(x.dtype), padding=(1, 0), groups=4)
 
-    def coefficients(self, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
-                     base_hid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Low-res linear coefficients (A, b) of out = A * [rgb, gray] + b, and the filtered input y."""
+    def _slope(self, cov_xy: Tensor, var_x: Tensor, base_hid: Tensor) -> Tensor:
         del base_hid
-        base_x = _with_gray(base_src)
-        base_y = torch.cat([base_fgr, base_pha], dim=1)
-        mean_x = self._box_mean3(base_x)
-        mean_y = self._box_mean3(base_y)
-        cov_xy = self._box_mean3(base_x * base_y) - mean_x * mean_y
-        var_x = self._box_mean3(base_x * base_x) - mean_x * mean_x
-        a = cov_xy / (var_x + self.eps)
-        b = mean_y - a * mean_x
-        return a, b, base_y
-
-    def forward(self, fine_src: Tensor, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
-                base_hid: Tensor) -> tuple[Tensor, Tensor]:
-        a, b, _ = self.coefficients(base_src, base_fgr, base_pha, base_hid)
-        return apply_coefficients(a, b, fine_src)
+        return cov_xy / (var_x + self.eps)
 
 
 REFINERS: dict[str, type[nn.Module]] = {

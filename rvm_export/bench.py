@@ -1,7 +1,7 @@
 """Throughput: steady-state per-frame latency (median, p90), FPS, first-frame latency, load time, file size.
 
-Several artifacts are measured side by side in one run: each is loaded and warmed up, then timed in interleaved
-rounds (A, B, C, A, B, C, ...) so that a noisy, shared machine slows all of them alike. Each step hands the
+Several artifacts are measured side by side in one run: each is loaded and warmed up, then timed interleaved (by
+default one frame of each in turn, A B C C B A ...) so that a noisy, shared machine slows all of them alike. Each step hands the
 runtime a new frame, keeps the states as the runtime's own values, and returns fgr and pha as arrays
 (what an app consumes). Report ratios from one run, not numbers from different runs.
 """
@@ -54,9 +54,20 @@ def _size(path: Path | None) -> int | None:
     return path.stat().st_size if path.is_file() else sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+INTERLEAVES = ("frame", "block")
+
+
 def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 30, warmup: int = 3,
-                       rounds: int = 3, progress: bool = True, distinct_frames: int = 4) -> list[BenchResult]:
-    """Time every entry at ``bucket``; ``frames`` timed steps each, split over ``rounds`` interleaved rounds."""
+                       rounds: int = 3, progress: bool = True, distinct_frames: int = 4,
+                       interleave: str = "frame") -> list[BenchResult]:
+    """Time every entry at ``bucket`` for ``frames`` timed steps each.
+
+    ``interleave="frame"``: one frame of each entry per step, the order reversed every other step (A B C, C B A,
+    ...), so a load change on the shared machine hits every entry alike. ``"block"``: ``rounds`` rounds of
+    ``frames // rounds`` consecutive frames per entry (closer to a steady stream, more exposed to load changes).
+    """
+    if interleave not in INTERLEAVES:
+        raise ValueError(f"interleave must be one of {INTERLEAVES}, got {interleave!r}")
     scene = MovingScene(bucket.width, bucket.height, distinct_frames, seed=7)
     clip = [scene.frame(t) for t in range(distinct_frames)]
     loaded = []
@@ -71,21 +82,23 @@ def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 
         for i in range(warmup):
             stream.step(clip[(i + 1) % distinct_frames])
         loaded.append((entry, runner, stream, load_s, first_ms, []))
-    per_round = max(1, frames // rounds)
+    if interleave == "frame":
+        schedule = [(entry, i) for i in range(frames) for entry in (loaded if i % 2 == 0 else loaded[::-1])]
+    else:
+        per_round = max(1, frames // rounds)
+        schedule = [(entry, i) for _ in range(rounds) for entry in loaded for i in range(per_round)]
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=per_round * rounds * len(loaded), desc=f"bench {bucket.label}", unit="frame", leave=False)
-    for _ in range(rounds):
-        for entry, runner, stream, _, _, times in loaded:
-            for i in range(per_round):
-                frame = clip[i % distinct_frames]
-                start = time.perf_counter()
-                stream.step(frame)
-                times.append(1e3 * (time.perf_counter() - start))
-                if bar is not None:
-                    bar.update(1)
+        bar = tqdm(total=len(schedule), desc=f"bench {bucket.label}", unit="frame", leave=False)
+    for (_, _, stream, _, _, times), i in schedule:
+        frame = clip[i % distinct_frames]
+        start = time.perf_counter()
+        stream.step(frame)
+        times.append(1e3 * (time.perf_counter() - start))
+        if bar is not None:
+            bar.update(1)
     if bar is not None:
         bar.close()
     results = []

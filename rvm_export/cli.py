@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rvm-export bench", description="Time artifacts side by side in one run "
-                                "(interleaved rounds; medians). Paths: export folders (with manifest.json), "
+                                "(interleaved; medians). Paths: export folders (with manifest.json), "
                                 "or ONNX files exported by rvm-export.")
     p.add_argument("paths", nargs="*", type=Path, help="export folders or .onnx files")
     p.add_argument("--foreign", action="append", type=Path, default=[],
@@ -84,7 +84,10 @@ def build_bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", action="append", default=None, metavar="WxH[@R]",
                    help=f"repeatable (default {DEFAULT_RESOLUTION})")
     p.add_argument("--frames", type=_positive_int, default=30, help="timed frames per artifact (default 30)")
-    p.add_argument("--rounds", type=_positive_int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--interleave", choices=("frame", "block"), default="frame",
+                   help="frame (default): one frame of each artifact in turn; block: --rounds rounds of consecutive "
+                        "frames per artifact")
+    p.add_argument("--rounds", type=_positive_int, default=3, help="rounds with --interleave block (default 3)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames after the first (default 3)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--baseline", default=None, help="row name the speed-up column divides by (default: first foreign)")

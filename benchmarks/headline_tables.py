@@ -1,0 +1,119 @@
+"""Turn a ``benchmarks/headline.sh`` run into the README's tables and a speed-up plot.
+
+Reads ``OUT/*/manifest.json`` (parity of every artifact, as the export measured it) and ``OUT/bench.json`` (the
+side-by-side timing), prints two markdown tables (parity; throughput with the speed-up against the original-style
+stand-in timed in the same run, and the TOOLCHAIN anchors for reference) and writes ``OUT/headline.png`` and
+``OUT/headline.json``.
+
+    python benchmarks/headline_tables.py benchmarks/results/headline [--png docs/figures/headline_speed.png]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ANCHORS_MS = {"1920x1080@0.25": 108.0, "3840x2160@0.125": 203.0}  # original export, ORT fp32, ../shared/TOOLCHAIN.md
+ORIGINAL = "foreign:original_style.onnx"
+
+
+def parity_rows(out: Path) -> list[dict[str, Any]]:
+    rows = []
+    for manifest_path in sorted(out.glob("*/manifest.json")):
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        for artifact in manifest["artifacts"]:
+            for check in artifact.get("parity") or []:
+                rows.append({"target": artifact["target"], "artifact": Path(artifact["path"]).name,
+                             "precision": artifact["precision"], "flavour": artifact["flavour"],
+                             "bucket": check["bucket"], "frames": check["frames"], "max_abs": check["max_abs"],
+                             "pha_mad": check["pha_mad"], "fgr_mad": check["fgr_mad"], "passed": check["passed"],
+                             "checked_with": check["checked_with"]})
+        for failure in manifest.get("failures") or []:
+            rows.append({"target": failure["target"], "artifact": "-", "precision": failure["precision"],
+                         "flavour": "", "bucket": "", "frames": 0,
+                         "max_abs": float("nan"), "pha_mad": float("nan"), "fgr_mad": float("nan"), "passed": False,
+                         "checked_with": f"export failed: {failure['reason']}"})
+    return rows
+
+
+def parity_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| target | precision | flavour | bucket | frames | max abs | pha MAD | fgr MAD | pass |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['target']} | {r['precision']} | {r['flavour']} | {r['bucket']} | {r['frames']} "
+                     f"| {r['max_abs']:.1e} | {r['pha_mad']:.1e} | {r['fgr_mad']:.1e} | {'yes' if r['passed'] else 'NO'} |")
+    return "\n".join(lines)
+
+
+def speed_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+    base = {r["bucket"]: r["median_ms"] for r in bench["results"] if r["name"] == ORIGINAL}
+    rows = []
+    for r in bench["results"]:
+        rows.append({"name": r["name"], "bucket": r["bucket"], "median_ms": r["median_ms"], "p90_ms": r["p90_ms"],
+                     "fps": r["fps"], "speedup": base[r["bucket"]] / r["median_ms"] if r["bucket"] in base else None,
+                     "vs_anchor": ANCHORS_MS[r["bucket"]] / r["median_ms"] if r["bucket"] in ANCHORS_MS else None,
+                     "runtime": r["runtime"]})
+    return rows
+
+
+def speed_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| artifact | bucket | median ms | p90 ms | speed-up vs original-style (same run) | anchor ms / median |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
+        anchor = f"{r['vs_anchor']:.2f}" if r["vs_anchor"] else "-"
+        lines.append(f"| {r['name']} | {r['bucket']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {speed} | {anchor} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, machine: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buckets = list(dict.fromkeys(r["bucket"] for r in rows))
+    fig, axes = plt.subplots(1, len(buckets), figsize=(6 * len(buckets), 0.35 * len(rows) + 2), squeeze=False)
+    for ax, bucket in zip(axes[0], buckets):
+        sub = sorted((r for r in rows if r["bucket"] == bucket and r["speedup"]), key=lambda r: r["speedup"])
+        names = [r["name"].replace("foreign:", "") for r in sub]
+        values = [r["speedup"] for r in sub]
+        colors = ["0.6" if r["name"] == ORIGINAL else "tab:blue" for r in sub]
+        ax.barh(names, values, color=colors)
+        ax.axvline(1.0, color="k", lw=0.8)
+        for y, v in enumerate(values):
+            ax.text(v, y, f" {v:.2f}x", va="center", fontsize=8)
+        ax.set_title(f"{bucket}: speed-up vs original-style ONNX (ORT fp32)")
+        ax.set_xlabel("median latency ratio, same run (higher is faster)")
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(machine, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--png", type=Path, default=None, help="default: OUT/headline.png")
+    args = parser.parse_args(argv)
+    bench_path = args.out / "bench.json"
+    if not bench_path.is_file():
+        print(f"{bench_path} missing: run benchmarks/headline.sh first", file=sys.stderr)
+        return 2
+    bench = json.loads(bench_path.read_text(encoding="utf-8"))
+    parity = parity_rows(args.out)
+    speed = speed_rows(bench)
+    machine = bench.get("machine", {})
+    label = (f"{machine.get('cpu', '?')}, {bench.get('threads')} threads, load average "
+             f"{machine.get('load_average', '?')}")
+    print(parity_table(parity), "", speed_table(speed), "", f"machine: {label}", sep="\n")
+    plot(speed, args.png or args.out / "headline.png", label)
+    (args.out / "headline.json").write_text(json.dumps({"machine": machine, "parity": parity, "speed": speed},
+                                                       indent=1), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

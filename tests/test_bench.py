@@ -1,0 +1,64 @@
+"""rvm_export.bench: the timing schedule and the records, with stand-in runners (no runtime, no model)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rvm_export.bench import BenchEntry, bench_side_by_side, format_table
+from rvm_export.spec import Bucket
+
+BUCKET = Bucket(64, 36, 0.5)
+
+
+class _Recorder:
+    """A runner whose stream logs (name, frame checksum) for every step into a shared list."""
+
+    def __init__(self, name: str, log: list) -> None:
+        self.name, self.log, self.label = name, log, f"fake {name}"
+
+    def stream(self, bucket: Bucket):
+        outer = self
+
+        class _Stream:
+            def step(self, frame: np.ndarray):
+                outer.log.append((outer.name, float(frame.sum())))
+                return frame, frame[:, :1]
+
+        return _Stream()
+
+
+def _entries(log: list, names=("a", "b", "c")):
+    return [BenchEntry(n, (lambda n=n: _Recorder(n, log))) for n in names]
+
+
+def test_frame_interleave_alternates_one_frame_each():
+    log: list = []
+    results = bench_side_by_side(_entries(log), BUCKET, frames=4, warmup=0, progress=False)
+    timed = [name for name, _ in log[3:]]  # after the three first-frame steps
+    assert timed == list("abccbaabccba")
+    assert [r.frames for r in results] == [4, 4, 4]
+    # every entry sees the same frames in the same order
+    sums = {n: [s for name, s in log[3:] if name == n] for n in "abc"}
+    assert sums["a"] == sums["b"] == sums["c"]
+
+
+def test_block_interleave_runs_rounds_of_consecutive_frames():
+    log: list = []
+    bench_side_by_side(_entries(log, ("a", "b")), BUCKET, frames=4, warmup=1, rounds=2, progress=False,
+                       interleave="block")
+    timed = [name for name, _ in log[4:]]  # first frame + one warm-up step per entry
+    assert timed == list("aabbaabb")
+
+
+def test_unknown_interleave_is_refused():
+    with pytest.raises(ValueError, match="interleave must be one of"):
+        bench_side_by_side([], BUCKET, interleave="random")
+
+
+def test_table_speed_up_divides_the_baseline_median():
+    log: list = []
+    results = bench_side_by_side(_entries(log, ("base", "x")), BUCKET, frames=2, warmup=0, progress=False)
+    results[0].median_ms, results[1].median_ms = 10.0, 4.0
+    table = format_table(results, baseline="base")
+    assert "speed-up vs base" in table
+    assert table.splitlines()[-1].endswith(" 2.50x |") and table.splitlines()[-2].endswith(" 1.00x |")
