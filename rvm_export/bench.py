@@ -59,12 +59,18 @@ INTERLEAVES = ("frame", "block")
 
 def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 30, warmup: int = 3,
                        rounds: int = 3, progress: bool = True, distinct_frames: int = 4,
-                       interleave: str = "frame") -> list[BenchResult]:
+                       interleave: str = "frame", settle_ms: float = 25.0) -> list[BenchResult]:
     """Time every entry at ``bucket`` for ``frames`` timed steps each.
 
     ``interleave="frame"``: one frame of each entry per step, the order reversed every other step (A B C, C B A,
     ...), so a load change on the shared machine hits every entry alike. ``"block"``: ``rounds`` rounds of
     ``frames // rounds`` consecutive frames per entry (closer to a steady stream, more exposed to load changes).
+
+    ``settle_ms``: an untimed pause before every timed step. Runtimes keep their worker threads spinning for a while
+    after a call (ONNX Runtime's default); without the pause those threads steal the cores from whichever entry runs
+    next, so entries that follow another runtime are penalised and one that follows itself is not. Measured at
+    1920x1080 @ 0.25 with three ONNX Runtime sessions: a 10-15 % bias in favour of the first entry, gone with the
+    pause or with spinning off. An app running at its frame rate also idles between frames.
     """
     if interleave not in INTERLEAVES:
         raise ValueError(f"interleave must be one of {INTERLEAVES}, got {interleave!r}")
@@ -94,6 +100,8 @@ def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 
         bar = tqdm(total=len(schedule), desc=f"bench {bucket.label}", unit="frame", leave=False)
     for (_, _, stream, _, _, times), i in schedule:
         frame = clip[i % distinct_frames]
+        if settle_ms > 0:
+            time.sleep(settle_ms / 1e3)
         start = time.perf_counter()
         stream.step(frame)
         times.append(1e3 * (time.perf_counter() - start))

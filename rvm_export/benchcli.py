@@ -94,7 +94,8 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"no artifact runs at {bucket.label}; skipped", file=sys.stderr)
             continue
         results += bench_side_by_side(entries, bucket, frames=args.frames, warmup=args.warmup, rounds=args.rounds,
-                                      progress=not args.quiet, interleave=args.interleave)
+                                      progress=not args.quiet, interleave=args.interleave,
+                                      settle_ms=args.settle_ms)
     baseline = args.baseline or (f"foreign:{args.foreign[0].name}" if args.foreign else None)
     print(format_table(results, baseline))
     if args.json:

@@ -88,6 +88,9 @@ def build_bench_parser() -> argparse.ArgumentParser:
                    help="frame (default): one frame of each artifact in turn; block: --rounds rounds of consecutive "
                         "frames per artifact")
     p.add_argument("--rounds", type=_positive_int, default=3, help="rounds with --interleave block (default 3)")
+    p.add_argument("--settle-ms", type=float, default=25.0,
+                   help="untimed pause before each timed frame, so one runtime's spinning threads do not slow the "
+                        "next (default 25)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames after the first (default 3)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--baseline", default=None, help="row name the speed-up column divides by (default: first foreign)")

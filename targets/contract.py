@@ -7,8 +7,8 @@ These wrap :class:`model.MattingNetwork` for tracing; the network's own ``forwar
 - Both sample the low-res frame exactly where PyTorch does (targets/resample.py): the runtime's resize where that
   is exact, PyTorch's own taps otherwise (computed in the graph from the ratio input in the dynamic contract).
 - Dynamic contract (any H x W, runtime ratio): the refiner is gated without a branch: at ratio 1 its low-res
-  coefficients become A = 0, b = y, so the upsampled output is exactly the unrefined prediction (an identity-size bilinear resize copies its input). At any other
-  ratio the gate passes A and b through unchanged. This is what makes the dynamic graph equal PyTorch at 1.0.
+  coefficients become A = 0, b = y, so the upsampled output is exactly the unrefined prediction (an identity-size
+  bilinear resize copies its input). At any other ratio the gate passes A and b through unchanged. This is what makes the dynamic graph equal PyTorch at 1.0.
 """
 from __future__ import annotations
 
@@ -37,12 +37,14 @@ def refine_and_compose(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int] 
     fgr = clamp(A_rgb * src + b_rgb + src), pha = clamp(A_g * mean(src) + b_g)), rearranged so that the ``+ src`` folds
     into the low-res coefficients (bilinear weights sum to one), all eight coefficient planes are upsampled by one
     resize, and no 4-channel guide is concatenated or split at full resolution. The reshape to [N, 2, 4, H, W] lets
-    OpenVINO's CPU plugin keep the arithmetic planar (measured ~20 % faster there in f32, not slower on ONNX Runtime).
+    OpenVINO's CPU plugin keep the arithmetic planar (measured ~20 % faster there in f32).
     Differs from PyTorch's order of operations by float32 rounding only (~1e-7); exact at ratio 1 (A = 0, b = y).
     ``size`` is the full-resolution (H, W) as Python ints for static graphs (converters such as coremltools need
     constant resize sizes); None takes it from ``src`` at run time (dynamic graphs). ``planar=False`` upsamples the
     four coefficient groups separately instead: in a channels-last graph (TFLite NHWC) the 5-D view, or one resize
     split along channels, made the converter add transposes (measured: 2-4 TRANSPOSE ops; none this way).
+    ONNX Runtime also prefers ``planar=False``: its Gather/Slice on the 5-D view copy full-resolution planes (side by
+    side at 1920x1080 @ 0.25, 2 threads: 135 ms grouped vs 158 ms planar per frame).
     """
     size = size or (src.size(2), src.size(3))
     a_rgb, a_gray = a.split([3, 1], dim=1)
@@ -59,11 +61,15 @@ def refine_and_compose(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int] 
 
 
 class _Contract(nn.Module):
-    def __init__(self, model: MattingNetwork, spec: IOSpec) -> None:
+    """``planar``: the layout of the refiner tail (:func:`refine_and_compose`); None picks planar for NCHW graphs and
+    grouped for NHWC ones. Targets that measured otherwise pass it explicitly (ONNX: grouped; OpenVINO: planar)."""
+
+    def __init__(self, model: MattingNetwork, spec: IOSpec, planar: bool | None = None) -> None:
         super().__init__()
         self.model = model.eval()
         self.spec = spec
         self.nhwc = spec.layout == Layout.NHWC
+        self.planar = (not self.nhwc) if planar is None else planar
 
     def _in(self, x: Tensor) -> Tensor:
         return x.permute(0, 3, 1, 2) if self.nhwc else x
@@ -75,8 +81,9 @@ class _Contract(nn.Module):
 class StaticContract(_Contract):
     """Fixed resolution and ratio: ``forward(src, r1i, r2i, r3i, r4i)``."""
 
-    def __init__(self, model: MattingNetwork, spec: IOSpec, exact_resize: bool = True) -> None:
-        super().__init__(model, spec)
+    def __init__(self, model: MattingNetwork, spec: IOSpec, exact_resize: bool = True,
+                 planar: bool | None = None) -> None:
+        super().__init__(model, spec, planar)
         if spec.bucket is None:
             raise ValueError("StaticContract needs a spec with a fixed bucket")
         self.ratio = spec.bucket.ratio
@@ -95,7 +102,7 @@ class StaticContract(_Contract):
         fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
         a, b, _ = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)
         fgr, pha = refine_and_compose(src, a, b, (self.spec.bucket.height, self.spec.bucket.width),
-                                      planar=not self.nhwc)
+                                      planar=self.planar)
         return tuple(self._out(t) for t in (fgr, pha, *new_states))
 
 
@@ -113,12 +120,12 @@ class DynamicContract(_Contract):
         at_full_res = (downsample_ratio.reshape(1, 1, 1, 1) == 1.0)
         a = torch.where(at_full_res, torch.zeros_like(a), a)
         b = torch.where(at_full_res, y, b)
-        fgr, pha = refine_and_compose(src, a, b, planar=not self.nhwc)
+        fgr, pha = refine_and_compose(src, a, b, planar=self.planar)
         return tuple(self._out(t) for t in (fgr, pha, *states))
 
 
-def contract_module(model: MattingNetwork, spec: IOSpec) -> _Contract:
-    return DynamicContract(model, spec) if spec.dynamic else StaticContract(model, spec)
+def contract_module(model: MattingNetwork, spec: IOSpec, planar: bool | None = None) -> _Contract:
+    return DynamicContract(model, spec, planar) if spec.dynamic else StaticContract(model, spec, planar=planar)
 
 
 def example_inputs(spec: IOSpec, bucket=None, seed: int = 0) -> tuple[Tensor, ...]:

@@ -62,3 +62,27 @@ def test_table_speed_up_divides_the_baseline_median():
     table = format_table(results, baseline="base")
     assert "speed-up vs base" in table
     assert table.splitlines()[-1].endswith(" 2.50x |") and table.splitlines()[-2].endswith(" 1.00x |")
+
+
+def test_settle_pause_separates_steps_and_is_not_timed():
+    import time
+
+    stamps: list = []
+
+    class _Stamper(_Recorder):
+        def stream(self, bucket):
+            inner = super().stream(bucket)
+
+            class _S:
+                def step(self, frame):
+                    stamps.append(time.perf_counter())
+                    return inner.step(frame)
+
+            return _S()
+
+    log: list = []
+    entries = [BenchEntry(n, (lambda n=n: _Stamper(n, log))) for n in ("a", "b")]
+    results = bench_side_by_side(entries, BUCKET, frames=3, warmup=0, progress=False, settle_ms=30)
+    timed = stamps[2:]
+    assert min(b - a for a, b in zip(timed, timed[1:])) >= 0.029  # a pause before every timed step
+    assert all(r.median_ms < 29 for r in results)  # ... that the timings do not include

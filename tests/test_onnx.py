@@ -106,6 +106,18 @@ def test_static_rollout_parity(golden_model, static_fp32):
         assert report.passed and report.max_abs <= 1e-4, report.failures()
 
 
+def test_refiner_tail_is_grouped_for_onnx_runtime(static_fp32):
+    """One Resize per coefficient group, no Gather/Slice of full-resolution planes (ORT copies them: ~15 % slower)."""
+    onnx = pytest.importorskip("onnx")
+    artifact = static_fp32[0]  # 256x144 @ 0.5: the downsample is the runtime's Resize
+    assert artifact.details["refiner_tail"].startswith("grouped")
+    graph = onnx.load(str(artifact.path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert "Gather" not in ops
+    full_res = [n for n in graph.node if n.op_type == "Resize" and not n.name.startswith("/decoder")]
+    assert len(full_res) == 5  # the ratio downsample of src + the four coefficient groups
+
+
 def test_static_model_refuses_other_buckets(static_fp32):
     runner = onnx_target.load(static_fp32[0], OPTIONS)
     with pytest.raises(UsageError, match="fixed at 256x144@0.5"):
