@@ -39,10 +39,10 @@ def parity_rows(out: Path) -> list[dict[str, Any]]:
 
 
 def parity_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| target | precision | flavour | bucket | frames | max abs | pha MAD | fgr MAD | pass |",
+    lines = ["| target | artifact | precision | bucket | frames | max abs | pha MAD | fgr MAD | pass |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['target']} | {r['precision']} | {r['flavour']} | {r['bucket']} | {r['frames']} "
+        lines.append(f"| {r['target']} | {r['artifact']} | {r['precision']} | {r['bucket']} | {r['frames']} "
                      f"| {r['max_abs']:.1e} | {r['pha_mad']:.1e} | {r['fgr_mad']:.1e} | {'yes' if r['passed'] else 'NO'} |")
     return "\n".join(lines)
 
@@ -68,6 +68,18 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _short(name: str, bucket: str) -> str:
+    """'openvino:rvm_mobilenetv3_1920x1080_r0.25_bf16_openvino' -> 'openvino bf16' (bucket and variant dropped)."""
+    target, _, file = name.partition(":")
+    if target == "foreign":
+        return f"original-style ONNX ({file})"
+    width_height, ratio = bucket.split("@")
+    stem = file.replace("rvm_mobilenetv3_", "").replace(f"{width_height}_r{ratio}_", "")
+    for suffix in (".onnx", ".tflite", "_openvino"):
+        stem = stem.removesuffix(suffix)
+    return f"{target} {stem.replace('_', ' ')}"
+
+
 def plot(rows: list[dict[str, Any]], path: Path, machine: str) -> None:
     import matplotlib
 
@@ -75,22 +87,23 @@ def plot(rows: list[dict[str, Any]], path: Path, machine: str) -> None:
     import matplotlib.pyplot as plt
 
     buckets = list(dict.fromkeys(r["bucket"] for r in rows))
-    fig, axes = plt.subplots(1, len(buckets), figsize=(6 * len(buckets), 0.35 * len(rows) + 2), squeeze=False)
-    for ax, bucket in zip(axes[0], buckets):
+    count = max(sum(1 for r in rows if r["bucket"] == b) for b in buckets)
+    fig, axes = plt.subplots(len(buckets), 1, figsize=(9, (0.28 * count + 1.2) * len(buckets)), squeeze=False)
+    for ax, bucket in zip(axes[:, 0], buckets):
         sub = sorted((r for r in rows if r["bucket"] == bucket and r["speedup"]), key=lambda r: r["speedup"])
-        names = [r["name"].replace("foreign:", "") for r in sub]
         values = [r["speedup"] for r in sub]
         colors = ["0.6" if r["name"] == ORIGINAL else "tab:blue" for r in sub]
-        ax.barh(names, values, color=colors)
+        ax.barh(range(len(sub)), values, color=colors)
+        ax.set_yticks(range(len(sub)), [_short(r["name"], bucket) for r in sub], fontsize=8)
         ax.axvline(1.0, color="k", lw=0.8)
         for y, v in enumerate(values):
             ax.text(v, y, f" {v:.2f}x", va="center", fontsize=8)
-        ax.set_title(f"{bucket}: speed-up vs original-style ONNX (ORT fp32)")
-        ax.set_xlabel("median latency ratio, same run (higher is faster)")
-        ax.tick_params(axis="y", labelsize=8)
+        ax.set_xlim(0, max(values) * 1.15)
+        ax.set_title(f"{bucket}: speed-up vs the original-style ONNX on ONNX Runtime fp32 (same run)", fontsize=10)
+        ax.set_xlabel("original-style median / artifact median (higher is faster)", fontsize=9)
     fig.suptitle(machine, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

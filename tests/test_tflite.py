@@ -45,10 +45,13 @@ def _request(bucket=SMALL, precision="fp32", layout=Layout.NHWC, dynamic=False, 
 
 def _parity(model, artifact, bucket, frames=FRAMES):
     runner = tflite.load(artifact, THREADS)
-    return compare_rollout(TorchStream(model, bucket), runner.stream(bucket), MovingScene(bucket.width, bucket.height,
-                           frames, seed=0), target="tflite", artifact=artifact.name,
-                           precision=artifact.precision.value, bucket=bucket, label=runner.label,
-                           tolerance=tolerance_for("tflite", artifact.precision.value))
+    report = compare_rollout(TorchStream(model, bucket), runner.stream(bucket),
+                             MovingScene(bucket.width, bucket.height, frames, seed=0), target="tflite",
+                             artifact=artifact.name, precision=artifact.precision.value, bucket=bucket,
+                             label=runner.label, tolerance=tolerance_for("tflite", artifact.precision.value))
+    print(f"PARITY {artifact.name} {bucket.label} {report.frames} frames: max abs {report.max_abs:.2e}, "
+          f"pha MAD {report.pha_mad:.2e}, fgr MAD {report.fgr_mad:.2e}")  # shown with pytest -rA
+    return report
 
 
 @pytest.fixture(scope="session")
