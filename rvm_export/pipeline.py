@@ -237,7 +237,15 @@ def _benchmark(records: list[ArtifactRecord], runners: dict[int, Any], config: R
     for record in records:
         buckets += [b for b in record.artifact.buckets if b not in buckets and id(record) in runners]
     for bucket in buckets:
-        owners = [r for r in records if id(r) in runners and bucket in r.artifact.buckets]
+        owners = []
+        for record in (r for r in records if id(r) in runners and bucket in r.artifact.buckets):
+            why = getattr(runners[id(record)], "not_timed", None)  # a numerics check, not a runtime
+            if why:
+                record.bench_errors.append(f"not timed at {bucket.label}: {why}")
+            else:
+                owners.append(record)
+        if not owners:
+            continue
         entries = [BenchEntry(r.artifact.name, (lambda a=r.artifact: get_target(a.target).load(a, options)),
                               r.artifact.path) for r in owners]
         _say(f"benchmark at {bucket.label}: {len(entries)} artifact(s) side by side, {config.bench_frames} frames each")

@@ -138,6 +138,9 @@ def _markdown(manifest: dict[str, Any], plots: dict[str, str]) -> str:
         for path, b in benches:
             lines.append(f"| {path} | {b['bucket']} | {b['median_ms']:.1f} | {b['p90_ms']:.1f} | {b['fps']:.1f} | "
                          f"{b['first_frame_ms']:.0f} | {b['load_s']:.2f} | {b['runtime']} |")
+    untimed = [(a["path"], e) for a in manifest["artifacts"] for e in a["benchmark_errors"]]
+    if untimed:
+        lines += ["", "Not timed:", ""] + [f"- `{path}`: {text}" for path, text in untimed]
     if plots:
         lines += ["", "## Error over the rollout", ""]
         lines += [f"![{name}]({png})" for name, png in plots.items()]

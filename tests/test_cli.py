@@ -173,3 +173,18 @@ def test_default_model_is_announced_loudly(tmp_path, capsys):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["model"]["untrained"] is True
     assert "Untrained seeded default model" in (tmp_path / "report.md").read_text()
+
+
+def test_mil_program_check_is_not_timed(golden_pth, tmp_path):
+    """The CoreML check on Linux runs NumPy, not Core ML: the report says so instead of quoting its speed."""
+    pytest.importorskip("coremltools")
+    code = main(["--target", "coreml", "--target", "onnx", "--checkpoint", str(golden_pth), "--out", str(tmp_path),
+                 "--precision", "fp32", "--resolution", "160x96@0.5", "--frames", "2", "--bench-frames", "2",
+                 "--threads", "2", "--quiet"])
+    assert code == ExitCode.OK
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    by_target = {a["target"]: a for a in manifest["artifacts"]}
+    assert by_target["coreml"]["benchmark"] == []
+    assert "not timed" in by_target["coreml"]["benchmark_errors"][0]
+    assert len(by_target["onnx"]["benchmark"]) == 1  # the real runtime beside it is still timed
+    assert "not Core ML" in (tmp_path / "report.md").read_text()

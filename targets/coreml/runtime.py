@@ -64,6 +64,9 @@ def _blas_limit(threads: int | None):
 class ExecutorRunner:
     """A package's MIL program on the reference executor (every function loaded once)."""
 
+    # The pipeline's benchmark skips runners that say this: the executor's speed says nothing about an iPhone's.
+    not_timed = "the MIL program check runs NumPy on this machine, not Core ML; time the package on macOS/iOS"
+
     def __init__(self, artifact, threads: int | None = 1) -> None:
         self.artifact = artifact
         self.program = MilProgram(artifact.path)
