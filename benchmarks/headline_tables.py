@@ -43,7 +43,8 @@ def parity_table(rows: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['target']} | {r['artifact']} | {r['precision']} | {r['bucket']} | {r['frames']} "
-                     f"| {r['max_abs']:.1e} | {r['pha_mad']:.1e} | {r['fgr_mad']:.1e} | {'yes' if r['passed'] else 'NO'} |")
+                     f"| {r['max_abs']:.1e} | {r['pha_mad']:.1e} | {r['fgr_mad']:.1e} "
+                     f"| {'yes' if r['passed'] else 'NO'} |")
     return "\n".join(lines)
 
 

@@ -1,8 +1,8 @@
 """Throughput: steady-state per-frame latency (median, p90), FPS, first-frame latency, load time, file size.
 
 Several artifacts are measured side by side in one run: each is loaded and warmed up, then timed interleaved (by
-default one frame of each in turn, A B C C B A ...) so that a noisy, shared machine slows all of them alike. Each step hands the
-runtime a new frame, keeps the states as the runtime's own values, and returns fgr and pha as arrays
+default one frame of each in turn, A B C C B A ...) so that a noisy, shared machine slows all of them alike. Each
+step hands the runtime a new frame, keeps the states as the runtime's own values, and returns fgr and pha as arrays
 (what an app consumes). Report ratios from one run, not numbers from different runs.
 """
 from __future__ import annotations

@@ -8,7 +8,8 @@ These wrap :class:`model.MattingNetwork` for tracing; the network's own ``forwar
   is exact, PyTorch's own taps otherwise (computed in the graph from the ratio input in the dynamic contract).
 - Dynamic contract (any H x W, runtime ratio): the refiner is gated without a branch: at ratio 1 its low-res
   coefficients become A = 0, b = y, so the upsampled output is exactly the unrefined prediction (an identity-size
-  bilinear resize copies its input). At any other ratio the gate passes A and b through unchanged. This is what makes the dynamic graph equal PyTorch at 1.0.
+  bilinear resize copies its input). At any other ratio the gate passes A and b through unchanged. This is what
+  makes the dynamic graph equal PyTorch at 1.0.
 """
 from __future__ import annotations
 
