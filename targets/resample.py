@@ -53,7 +53,8 @@ def pytorch_taps(in_size: int, ratio: float) -> tuple[np.ndarray, np.ndarray, np
 def slice_plan(in_size: int, ratio: float) -> tuple[int, int, list[int], np.ndarray] | None:
     """For one axis, (q, p, offsets, weights) such that output ``p*g + t`` is
     ``weights[g, t, 0] * x[q*g + offsets[t]] + weights[g, t, 1] * x[q*g + offsets[t] + 1]``: the taps repeat every
-    q inputs / p outputs (r = p/q). None when ``in_size`` is not a whole number of periods or a tap leaves its period."""
+    q inputs / p outputs (r = p/q). None when ``in_size`` is not a whole number of periods or a tap leaves its
+    period."""
     frac = Fraction(ratio).limit_denominator(in_size)
     p, q = frac.numerator, frac.denominator
     if abs(float(frac) - ratio) > 1e-12 or in_size % q or p >= q:
