@@ -51,8 +51,8 @@ TOLERANCES: dict[tuple[str, ...], Tolerance] = {
     ("coreml", "fp16"): Tolerance(
         frame_max=5e-2, state_max=5e-2, pha_mad=2e-3, fgr_mad=2e-3,
         why="float16 mlprogram, every op's output rounded to float16 (MIL program check): 100 frames at 720p@0.375 "
-            "and 1080p@0.25 gave 3.1e-3 max, 4.3e-4 pha MAD, 6.7e-4 fgr MAD, no drift; the bound leaves room for "
-            "the Neural Engine's own float16 accumulation, which the MIL check does not model"),
+            "and 1080p@0.25 gave 3.1e-3 max, 4.3e-4..5.9e-4 pha MAD, 6.7e-4 fgr MAD, no drift; the bound leaves "
+            "room for the Neural Engine's own float16 accumulation, which the MIL check does not model"),
 }
 
 
