@@ -26,6 +26,8 @@ from rvm_export.metadata import artifact_metadata
 from rvm_export.spec import OUTPUT_NAMES, STATE_PAIRS, Bucket, IOSpec, Layout, Precision
 
 from .base import Artifact, ExportRequest, RuntimeOptions
+from .contract import effective_tail
+from .refiner_tail import describe_tail
 from .resample import describe_downsample
 
 __all__ = ["NAME", "PRECISIONS", "RUNTIME_LABEL", "missing", "check_request", "export", "load", "load_foreign",
@@ -90,11 +92,11 @@ def export(model, request: ExportRequest, out_dir: Path) -> list[Artifact]:
 
 def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None = None,
                  precision: Precision = Precision.FP32, opset: int = DEFAULT_OPSET,
-                 planar_tail: bool = False) -> dict[str, Any]:
+                 tail: str = "grouped") -> dict[str, Any]:
     """Trace ``model`` behind the contract ``spec``, simplify, convert precision, embed metadata, save atomically.
 
-    Other targets call this for an fp32 ONNX intermediate (``request=None``). ``planar_tail``: the refiner tail's
-    layout (targets.contract.refine_and_compose); ONNX Runtime runs the grouped one faster, OpenVINO the planar one.
+    Other targets call this for an fp32 ONNX intermediate (``request=None``). ``tail``: the refiner tail's layout
+    (targets/refiner_tail.py); ONNX Runtime runs the grouped one fastest, OpenVINO asks for phases.
     Returns the details for the manifest.
     """
     _require()
@@ -104,7 +106,7 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
         precision, opset = request.precision, request.opset
     with staging_dir(path.parent) as work:
         raw = work / "traced.onnx"
-        _trace(model, spec, raw, opset, planar_tail)
+        _trace(model, spec, raw, opset, tail)
         graph = _simplify(onnx.load(str(raw)), spec)
         _declare_shapes(graph, spec)
         details: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx (TorchScript-based, dynamo=False)",
@@ -112,8 +114,7 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
                                    "io_dtype": "float32", "downsample": (
                                        describe_downsample(spec.bucket) if spec.bucket else
                                        "PyTorch's taps computed from the ratio input (Range, Mul, Gather)"),
-                                   "refiner_tail": "planar (one 8-plane resize)" if planar_tail else
-                                   "grouped (one resize per coefficient group)"}
+                                   "refiner_tail": describe_tail(effective_tail(spec, tail))}
         if precision == Precision.FP16:
             graph = _to_fp16(graph)
             details["compute"] = "float16 (ratio/size arithmetic float32)"
@@ -142,12 +143,12 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
     return details
 
 
-def _trace(model, spec: IOSpec, out: Path, opset: int, planar_tail: bool) -> None:
+def _trace(model, spec: IOSpec, out: Path, opset: int, tail: str) -> None:
     import torch
 
     from .contract import contract_module, example_inputs
 
-    wrapper = contract_module(model, spec, planar=planar_tail).eval()
+    wrapper = contract_module(model, spec, tail=tail).eval()
     bucket = spec.bucket or Bucket(256, 144, 0.5)  # tracing example for the dynamic graph: exercises the refiner
     inputs = example_inputs(spec, bucket)
     with torch.no_grad(), warnings.catch_warnings():

@@ -1,7 +1,8 @@
 """OpenVINO target: IR (``.xml`` + ``.bin``) for Intel/AMD CPUs, iGPUs and NPUs; dynamic, static and stateful forms.
 
-Route: our fp32 ONNX (``targets.onnx.export_graph`` with the planar refiner tail that OpenVINO's CPU plugin runs
-fastest, targets/contract.py) -> ``openvino.convert_model`` -> precision step -> ``save_model``.
+Route: our fp32 ONNX (``targets.onnx.export_graph`` with the refiner tail that OpenVINO's CPU plugin runs fastest:
+``phases`` where the upsampling factor is a whole number, else ``planar``; targets/refiner_tail.py) ->
+``openvino.convert_model`` -> precision step -> ``save_model``.
 The ONNX route is the only one that keeps a runtime ``downsample_ratio`` (the ratio becomes a Resize *scale*, see
 targets/contract.py); tracing the module directly freezes it. Using it for the static form too means one graph and
 one set of names for both, and it converts in ~3 s where ``convert_model(torch_module)`` took ~12 s (docs/openvino.md).
@@ -127,7 +128,7 @@ def _export_spec(model, spec: IOSpec, request: ExportRequest, out_dir: Path) -> 
     with staging_dir(out_dir) as work:
         onnx_path = work / "fp32.onnx"
         onnx_details = export_graph(model, spec, onnx_path, None, Precision.FP32, request.opset,
-                                    planar_tail=True)
+                                    tail="phases")
         try:
             ov_model = ov.convert_model(str(onnx_path))
         except Exception as exc:

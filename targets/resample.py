@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["reciprocal_is_exact", "pytorch_taps", "slice_plan", "static_downsample", "dynamic_downsample",
+__all__ = ["reciprocal_is_exact", "pytorch_taps", "upsample_phase_weights", "slice_plan", "static_downsample", "dynamic_downsample",
            "describe_downsample"]
 
 
@@ -48,6 +48,22 @@ def pytorch_taps(in_size: int, ratio: float) -> tuple[np.ndarray, np.ndarray, np
     lambda0 = (np.float32(1.0) - lambda1).astype(np.float32)
     index1 = np.minimum(index0 + 1, in_size - 1)
     return index0, index1, lambda0, lambda1
+
+
+def upsample_phase_weights(scale: int) -> np.ndarray:
+    """[3, scale] float32: output ``scale*k + i`` of a half-pixel bilinear upsample by the whole number ``scale`` is
+    ``sum_t weights[t, i] * x[k - 1 + t]``, with x replicate-padded (PyTorch clamps the source coordinate at 0 and the
+    upper index at the last pixel: the same values). The source coordinate is ``k + (i + 0.5) / scale - 0.5``, whose
+    fractional part lies in (-0.5, 0.5), so three taps cover every phase. Exact in float32 for power-of-two scales; for
+    others PyTorch's per-position float32 coordinate differs from this exact one by ~1e-7 of a pixel."""
+    weights = np.zeros((3, scale), np.float64)
+    for i in range(scale):
+        frac = (i + 0.5) / scale - 0.5
+        if frac < 0:
+            weights[0, i], weights[1, i] = -frac, 1.0 + frac
+        else:
+            weights[1, i], weights[2, i] = 1.0 - frac, frac
+    return weights.astype(np.float32)
 
 
 def slice_plan(in_size: int, ratio: float) -> tuple[int, int, list[int], np.ndarray] | None:

@@ -7,6 +7,7 @@ import torch
 from model.guided_filter import apply_coefficients
 from rvm_export.spec import Bucket, IOSpec, Layout
 from targets.contract import DynamicContract, StaticContract, example_inputs, refine_and_compose
+from targets.refiner_tail import TAILS, resolve_tail
 
 
 def test_refiner_tail_is_the_same_algebra():
@@ -16,9 +17,34 @@ def test_refiner_tail_is_the_same_algebra():
     fgr_res, pha = apply_coefficients(a, b, src)
     want = ((fgr_res + src).clamp(0, 1), pha.clamp(0, 1))
     for size in (None, (67, 91)):
-        for planar in (True, False):
-            for got, expected in zip(refine_and_compose(src, a, b, size, planar), want):
+        for tail in TAILS:
+            for got, expected in zip(refine_and_compose(src, a, b, size, tail), want):
                 assert float((got - expected).abs().max()) <= 2e-6
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4, 8])
+def test_phase_tail_equals_the_bilinear_upsample(scale):
+    """The phases layout (no full-res resize) is PyTorch's half-pixel bilinear upsample + multiply-add, edges
+    included, when the frame is a whole number of times the low-res size."""
+    gen = torch.Generator().manual_seed(scale)
+    low = (9, 13)
+    src = torch.rand(1, 3, low[0] * scale, low[1] * scale, generator=gen)
+    a, b = torch.randn(1, 4, *low, generator=gen), torch.randn(1, 4, *low, generator=gen) * 0.5
+    fgr_res, pha = apply_coefficients(a, b, src)
+    want = ((fgr_res + src).clamp(0, 1), pha.clamp(0, 1))
+    size = (low[0] * scale, low[1] * scale)
+    assert resolve_tail("phases", size, low) == "phases"
+    for got, expected in zip(refine_and_compose(src, a, b, size, "phases"), want):
+        assert got.shape == expected.shape
+        assert float((got - expected).abs().max()) <= 2e-6
+
+
+def test_phase_tail_falls_back_where_the_factor_is_fractional():
+    assert resolve_tail("phases", (720, 1280), (270, 480)) == "planar"  # 0.375
+    assert resolve_tail("phases", None, None) == "planar"  # dynamic
+    assert resolve_tail("phases", (1080, 1920), (270, 480)) == "phases"
+    with pytest.raises(ValueError, match="unknown refiner tail"):
+        resolve_tail("diagonal", None, None)
 
 
 def test_refiner_tail_is_exact_when_gated_off():
@@ -48,3 +74,18 @@ def test_wrappers_equal_forward(golden_model, bucket, layout):
         assert float((got - expected).abs().max()) <= 2e-6
     for got, expected in zip(dynamic, want):
         assert float((got - expected).abs().max()) <= 2e-6
+
+
+@pytest.mark.parametrize("bucket", [Bucket(256, 144, 0.5), Bucket(256, 144, 0.25), Bucket(320, 180, 0.375)],
+                         ids=lambda b: b.label)
+def test_static_wrapper_with_the_phase_tail_equals_forward(golden_model, bucket):
+    """OpenVINO's layout: phases at s = 2 and 4, the planar fallback at 0.375 (s = 2.67)."""
+    spec = IOSpec("mobilenetv3", "deep_guided_filter", bucket)
+    src, *states = example_inputs(spec, bucket)
+    wrapper = StaticContract(golden_model, spec, tail="phases")
+    assert wrapper.tail == ("planar" if bucket.ratio == 0.375 else "phases")
+    with torch.inference_mode():
+        want = golden_model(src, downsample_ratio=bucket.ratio)
+        got = wrapper(src, *states)
+    for g, w in zip(got, want):
+        assert float((g - w).abs().max()) <= 2e-6
