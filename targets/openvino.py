@@ -136,7 +136,7 @@ def _export_spec(model, spec: IOSpec, request: ExportRequest, out_dir: Path) -> 
         _name_contract_io(ov_model, spec)
         details: dict[str, Any] = {"converter": f"openvino.convert_model {ov.get_version()} from ONNX "
                                                 f"(opset {request.opset}, {onnx_details['exporter']})",
-                                   "io_dtype": "float32"}
+                                   "io_dtype": "float32", "refiner_tail": onnx_details["refiner_tail"]}
         if request.precision == Precision.INT8:
             from .openvino_quant import quantize
 

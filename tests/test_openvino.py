@@ -115,6 +115,21 @@ def test_static_fp32_matches_pytorch(golden_model, static_fp32):
     assert report.max_abs <= 1e-4
 
 
+@pytest.mark.parametrize("bucket", [SMALL, Bucket(256, 144, 0.25)], ids=lambda b: b.label)
+def test_static_phases_tail_has_no_full_resolution_resize(golden_model, tmp_path_factory, bucket):
+    """Where the frame is a whole number of times the low-res size (s = 2, 4 here), the IR upsamples the refiner's
+    coefficients by fixed row/column blends (targets/refiner_tail.py), with PyTorch's numbers."""
+    artifact = _export(golden_model, tmp_path_factory, "ov_phases", (bucket,), False, stateful=False)["static"]
+    assert artifact.details["refiner_tail"].startswith("phases")
+    model = ov.Core().read_model(str(ovt._xml_path(artifact.path)))
+    resized_to_full = [op for op in model.get_ordered_ops() if op.get_type_name() == "Interpolate"
+                       and tuple(op.get_output_shape(0))[2:] == (bucket.height, bucket.width)]
+    assert not resized_to_full
+    report = _parity(golden_model, artifact, bucket)
+    report.raise_if_failed()
+    assert report.max_abs <= 1e-4
+
+
 def test_fast_guided_filter(golden_fgf_model, golden_fgf_npz, tmp_path_factory):
     artifact = _export(golden_fgf_model, tmp_path_factory, "ov_fgf", (SMALL,), True, stateful=False)["dynamic"]
     stream = ovt.load(artifact, OPTIONS).stream(SMALL)
