@@ -20,11 +20,11 @@ from torch import Tensor, nn
 from model import MattingNetwork
 from rvm_export.spec import IOSpec, Layout
 
-from .refiner_tail import refine_and_compose, resolve_tail
+from .refiner_tail import describe_tail, refine_and_compose, resolve_tail
 from .resample import dynamic_downsample, static_downsample
 
 __all__ = ["StaticContract", "DynamicContract", "contract_module", "example_inputs", "effective_tail",
-           "refine_and_compose"]
+           "tail_description", "refine_and_compose"]
 
 
 def default_tail(spec: IOSpec) -> str:
@@ -36,6 +36,13 @@ def effective_tail(spec: IOSpec, tail: str | None = None) -> str:
     bucket = spec.bucket
     full = (bucket.height, bucket.width) if bucket is not None and bucket.ratio != 1.0 else None
     return resolve_tail(tail or default_tail(spec), full, bucket.lowres if full else None)
+
+
+def tail_description(spec: IOSpec, tail: str | None = None) -> str:
+    """For the manifest's details: which tail a graph for ``spec`` has (a static graph at ratio 1 has none)."""
+    if spec.bucket is not None and spec.bucket.ratio == 1.0:
+        return "none (ratio 1: no refiner)"
+    return describe_tail(effective_tail(spec, tail))
 
 
 class _Contract(nn.Module):

@@ -26,8 +26,7 @@ from rvm_export.metadata import artifact_metadata
 from rvm_export.spec import OUTPUT_NAMES, STATE_PAIRS, Bucket, IOSpec, Layout, Precision
 
 from .base import Artifact, ExportRequest, RuntimeOptions
-from .contract import effective_tail
-from .refiner_tail import describe_tail
+from .contract import tail_description
 from .resample import describe_downsample
 
 __all__ = ["NAME", "PRECISIONS", "RUNTIME_LABEL", "missing", "check_request", "export", "load", "load_foreign",
@@ -114,7 +113,7 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
                                    "io_dtype": "float32", "downsample": (
                                        describe_downsample(spec.bucket) if spec.bucket else
                                        "PyTorch's taps computed from the ratio input (Range, Mul, Gather)"),
-                                   "refiner_tail": describe_tail(effective_tail(spec, tail))}
+                                   "refiner_tail": tail_description(spec, tail)}
         if precision == Precision.FP16:
             graph = _to_fp16(graph)
             details["compute"] = "float16 (ratio/size arithmetic float32)"

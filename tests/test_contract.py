@@ -6,7 +6,7 @@ import torch
 
 from model.guided_filter import apply_coefficients
 from rvm_export.spec import Bucket, IOSpec, Layout
-from targets.contract import DynamicContract, StaticContract, example_inputs, refine_and_compose
+from targets.contract import DynamicContract, StaticContract, example_inputs, refine_and_compose, tail_description
 from targets.refiner_tail import TAILS, resolve_tail
 
 
@@ -89,3 +89,13 @@ def test_static_wrapper_with_the_phase_tail_equals_forward(golden_model, bucket)
         got = wrapper(src, *states)
     for g, w in zip(got, want):
         assert float((g - w).abs().max()) <= 2e-6
+
+
+def test_tail_description_names_what_the_graph_has():
+    phases_bucket, fractional, full = Bucket(1920, 1080, 0.25), Bucket(1280, 720, 0.375), Bucket(256, 144, 1.0)
+    spec = lambda bucket: IOSpec("mobilenetv3", "deep_guided_filter", bucket)  # noqa: E731
+    assert tail_description(spec(phases_bucket), "phases").startswith("phases")
+    assert tail_description(spec(fractional), "phases").startswith("planar")
+    assert tail_description(IOSpec("mobilenetv3", "deep_guided_filter"), "phases").startswith("planar")  # dynamic
+    assert tail_description(spec(full), "phases").startswith("none")
+    assert tail_description(spec(phases_bucket)).startswith("planar")  # NCHW default
