@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["reciprocal_is_exact", "pytorch_taps", "upsample_phase_weights", "slice_plan", "static_downsample", "dynamic_downsample",
+__all__ = ["reciprocal_is_exact", "pytorch_taps", "upsample_phase_weights", "slice_plan", "static_downsample",
+           "dynamic_downsample",
            "describe_downsample"]
 
 
