@@ -24,8 +24,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["reciprocal_is_exact", "pytorch_taps", "upsample_phase_weights", "slice_plan", "static_downsample",
-           "dynamic_downsample",
-           "describe_downsample"]
+           "dynamic_downsample", "describe_downsample"]
 
 
 def reciprocal_is_exact(ratio: float) -> bool:
