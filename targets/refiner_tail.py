@@ -92,7 +92,14 @@ def _shifted(x: Tensor, dim: int, t: int) -> Tensor:
     whose leading dimensions are all 1 in place (no copy), and its Slice is a reference kernel (~1.5 ms per
     full-width copy at 1080p)."""
     n = int(x.shape[dim]) - 2
-    return (x.split([n, 2], dim)[0], x.split([1, n, 1], dim)[1], x.split([2, n], dim)[1])[t]
+    if t == 0:
+        return x.split([n, 2], dim)[0]
+    return x.split([1, n, 1], dim)[1] if t == 1 else x.split([2, n], dim)[1]
+
+
+def _blend(views: list[Tensor], weights) -> Tensor:
+    """``sum_t views[t] * weights[t]`` over the three taps, written out (no ``sum()``'s leading ``0 +``)."""
+    return views[0] * weights[0] + views[1] * weights[1] + views[2] * weights[2]
 
 
 def _phases(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int], s: int) -> tuple[Tensor, Tensor]:
@@ -103,12 +110,12 @@ def _phases(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int], s: int) ->
     coef = F.pad(torch.cat([a_rgb + 1.0, a_gray * (1.0 / 3.0), b], dim=1), (1, 1, 1, 1), mode="replicate")
     coef = coef.unsqueeze(-1)  # [N, 8, h+2, w+2, 1]
     # Column blend: [N, 8, h+2, w, s] with the s column phases innermost, i.e. [N, 8, h+2, W] (low-res rows).
-    cols = sum(_shifted(coef, 3, u) * weights[u] for u in range(3)).reshape(n, 8, h + 2, width)
+    cols = _blend([_shifted(coef, 3, u) for u in range(3)], weights).reshape(n, 8, h + 2, width)
     row_weights = weights.reshape(3, 1, 1, 1, s, 1)
     planes = cols.split(1, dim=1)  # one [N, 1, h+2, W] plane per coefficient, so the row shifts below are in place
 
-    def upsampled(g: int) -> Tensor:  # coefficient g at full resolution, as [N, 1, h, s, W] (row 4k + i = [k, i])
-        return sum(_shifted(planes[g], 2, t).reshape(n, 1, h, 1, width) * row_weights[t] for t in range(3))
+    def upsampled(g: int) -> Tensor:  # coefficient g at full resolution, as [N, 1, h, s, W] (row s*k + i = [k, i])
+        return _blend([_shifted(planes[g], 2, t).reshape(n, 1, h, 1, width) for t in range(3)], row_weights)
 
     srcs = [plane.reshape(n, 1, h, s, width) for plane in src.split(1, dim=1)]
     fgr = torch.cat([(upsampled(c) * srcs[c] + upsampled(4 + c)).clamp(0.0, 1.0) for c in range(3)], dim=1)
