@@ -58,23 +58,24 @@ def _load_model(checkpoint: Path | None):
     if checkpoint is None:
         path = ROOT.parent / "shared" / "golden" / "golden_mobilenetv3.pth"
         return load_checkpoint(path), f"golden seeded weights ({path.name}, untrained)", None
-    from rvm_export.metadata import sha256_file
+    from rvm_export.core.metadata import sha256_file
 
     return load_checkpoint(checkpoint), str(checkpoint), sha256_file(checkpoint)
 
 
 def _export_all(model, bucket, configs: list[Config], args, work: Path, label: str, sha: str | None):
     """{(precision, flavour): artifact} for what the configs need."""
-    from rvm_export.spec import Precision
+    from rvm_export.core.spec import Precision
     from targets import openvino
-    from targets.base import ExportRequest
+    from rvm_export.core.request import ExportRequest
 
     wanted = {(c.precision, "static" if c.flavour == "stateful" else c.flavour) for c in configs}
     stateful = {c.precision for c in configs if c.flavour == "stateful"}
     artifacts: dict[tuple[str, str], Any] = {}
     for precision, flavour in sorted(wanted):
         request = ExportRequest(model.variant, model.refiner_name, (bucket,), flavour == "dynamic",
-                                Precision(precision), options={"stateful": precision in stateful},
+                                Precision(precision),
+                                options=openvino.OpenVinoOptions(stateful=precision in stateful),
                                 calibration_frames=args.calibration_frames, checkpoint_sha256=sha,
                                 checkpoint_label=label)
         start = time.perf_counter()
@@ -85,7 +86,7 @@ def _export_all(model, bucket, configs: list[Config], args, work: Path, label: s
 
 
 def _baselines(model, args, work: Path) -> list[tuple[str, Path]]:
-    from rvm_export.spec import IOSpec
+    from rvm_export.core.spec import IOSpec
     from targets.onnx import export_graph
 
     paths = [(f"ORT {p.name}", p) for p in args.baseline_onnx]
@@ -102,12 +103,12 @@ def _baselines(model, args, work: Path) -> list[tuple[str, Path]]:
 def run_bucket(model, bucket, args, work: Path, label: str, sha: str | None) -> dict[str, Any]:
     from rvm_export.bench import BenchEntry, bench_side_by_side, format_table
     from rvm_export.parity import ParityReport, compare_many
-    from rvm_export.reference import TorchStream
-    from rvm_export.scene import MovingScene
+    from rvm_export.core.rollout import TorchStream
+    from rvm_export.core.rollout import MovingScene
     from rvm_export.tolerances import tolerance_for
     from targets import onnx as onnx_target
     from targets import openvino
-    from targets.base import RuntimeOptions
+    from rvm_export.core.request import RuntimeOptions
 
     configs = [CONFIGS[n] for n in args.configs]
     artifacts = _export_all(model, bucket, configs, args, work, label, sha)
@@ -115,9 +116,11 @@ def run_bucket(model, bucket, args, work: Path, label: str, sha: str | None) -> 
     def loader(config: Config):
         artifact = artifacts[(config.precision, config.flavour)]
         options = RuntimeOptions(threads=args.threads, inference_precision=config.inference)
+        from targets.openvino.runtime import xml_path
+
         return lambda: openvino.OpenVinoRunner(
-            openvino._xml_path(artifact.path), artifact.spec, options, artifact, artifact.precision,
-            stateful=config.flavour == "stateful", config=config.compile, reshape=bucket if config.reshape else None)
+            xml_path(artifact.path), artifact.spec, options, artifact, artifact.precision,
+            config=config.compile, reshape=bucket if config.reshape else None)
 
     entries = [BenchEntry(c.name, loader(c), artifacts[(c.precision, c.flavour)].path) for c in configs]
     baselines = _baselines(model, args, work)
@@ -179,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from rvm_export.atomic import write_json_atomic
+    from rvm_export.core.atomic import write_json_atomic
     from rvm_export.bench import machine_info
-    from rvm_export.spec import parse_bucket
+    from rvm_export.core.bucket import parse_bucket
 
     torch.set_num_threads(args.threads)
     for path in args.baseline_onnx:

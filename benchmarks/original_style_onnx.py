@@ -26,8 +26,9 @@ if str(ROOT) not in sys.path:
 
 from model.decoder import ConvGRU  # noqa: E402
 from model.guided_filter import apply_coefficients  # noqa: E402
-from rvm_export.spec import OUTPUT_NAMES, IOSpec  # noqa: E402
-from targets.contract import example_inputs  # noqa: E402
+from rvm_export.core.names import OUTPUT_NAMES  # noqa: E402
+from rvm_export.core.spec import IOSpec  # noqa: E402
+from targets.traced.contract import example_inputs  # noqa: E402
 
 __all__ = ["build", "LABEL"]
 
@@ -91,7 +92,7 @@ class _AlwaysRefine(nn.Module):
 
 def build(path: Path, model, opset: int = 12) -> Path:
     spec = IOSpec(model.variant, model.refiner_name)
-    from rvm_export.spec import Bucket
+    from rvm_export.core.bucket import Bucket
 
     src, *_, ratio = example_inputs(spec, Bucket(256, 144, 0.5))
     ones = [torch.zeros(1, 1, 1, 1) for _ in range(4)]

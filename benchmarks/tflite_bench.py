@@ -40,7 +40,7 @@ def _load_model(checkpoint: Path | None):
     if checkpoint is None:
         path = ROOT.parent / "shared" / "golden" / "golden_mobilenetv3.pth"
         return load_checkpoint(path), f"golden seeded weights ({path.name}, untrained)", None
-    from rvm_export.metadata import sha256_file
+    from rvm_export.core.metadata import sha256_file
 
     return load_checkpoint(checkpoint), str(checkpoint), sha256_file(checkpoint)
 
@@ -48,13 +48,13 @@ def _load_model(checkpoint: Path | None):
 def run_bucket(model, bucket, args, work: Path, label: str, sha: str | None) -> dict[str, Any]:
     from rvm_export.bench import BenchEntry, bench_side_by_side
     from rvm_export.parity import ParityReport, compare_many
-    from rvm_export.reference import TorchStream
-    from rvm_export.scene import MovingScene
-    from rvm_export.spec import Layout, Precision
+    from rvm_export.core.rollout import TorchStream
+    from rvm_export.core.rollout import MovingScene
+    from rvm_export.core.spec import Layout, Precision
     from rvm_export.tolerances import tolerance_for
     from targets import onnx as onnx_target
     from targets import tflite
-    from targets.base import ExportRequest, RuntimeOptions
+    from rvm_export.core.request import ExportRequest, RuntimeOptions
 
     options = RuntimeOptions(threads=args.threads)
     artifacts: list[tuple[str, Any, Any]] = []  # (row name, artifact, module)
@@ -63,7 +63,8 @@ def run_bucket(model, bucket, args, work: Path, label: str, sha: str | None) -> 
         for variant in args.variants:
             precision, opts = VARIANTS[variant]
             request = ExportRequest(model.variant, model.refiner_name, (bucket,), False, Precision(precision),
-                                    Layout(layout), options=opts, calibration_frames=args.calibration_frames,
+                                    Layout(layout), options=tflite.TfliteOptions.parse("tflite", opts),
+                                    calibration_frames=args.calibration_frames,
                                     checkpoint_sha256=sha, checkpoint_label=label)
             start = time.perf_counter()
             (artifact,) = tflite.export(model, request, work / "tflite")
@@ -136,9 +137,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from rvm_export.atomic import write_json_atomic
+    from rvm_export.core.atomic import write_json_atomic
     from rvm_export.bench import BenchResult, format_table, machine_info
-    from rvm_export.spec import parse_bucket
+    from rvm_export.core.bucket import parse_bucket
 
     torch.set_num_threads(args.threads)
     buckets = [parse_bucket(text) for text in (args.bucket or ["1280x720@0.375", "1920x1080@0.25"])]

@@ -39,7 +39,21 @@ def read_state_dict(path: str | Path) -> StateDict:
     else:
         raw = _read_pickle(path)
     state = unwrap_training_checkpoint(raw, path)
-    return {name: (t.float() if t.is_floating_point() else t) for name, t in state.items()}
+    state = {name: (t.float() if t.is_floating_point() else t) for name, t in state.items()}
+    _refuse_non_finite(state, path)
+    return state
+
+
+def _refuse_non_finite(state: Mapping[str, Tensor], path: Path) -> None:
+    """Raise CheckpointError naming the tensors that hold NaN or inf: such weights make every output NaN, and a
+    parity check against them would blame the exported file for a broken checkpoint."""
+    bad = [(name, int((~torch.isfinite(t)).sum()), t.numel()) for name, t in state.items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        listed = ", ".join(f"{name} ({count} of {total})" for name, count, total in bad[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"{path} has non-finite weights (NaN or inf) in {len(bad)} tensor(s): {listed}{more}; "
+                              "the checkpoint is broken (a diverged training run?)")
 
 
 def _read_safetensors(path: Path) -> Mapping[str, Tensor]:

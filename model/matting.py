@@ -22,7 +22,7 @@ from .lraspp import LRASPP
 from .mobilenetv3 import MobileNetV3LargeEncoder
 from .resnet import ResNet50Encoder
 
-__all__ = ["MattingNetwork", "VariantConfig", "VARIANTS", "suggested_downsample_ratio", "lowres_size",
+__all__ = ["MattingNetwork", "VariantConfig", "VARIANTS", "lowres_size",
            "state_shapes", "Projection"]
 
 Variant = Literal["mobilenetv3", "resnet50"]
@@ -52,11 +52,6 @@ VARIANTS: dict[str, VariantConfig] = {
     "mobilenetv3": VariantConfig(MobileNetV3LargeEncoder, 960, 128, (80, 40, 32, 16)),
     "resnet50": VariantConfig(ResNet50Encoder, 2048, 256, (128, 64, 32, 16)),
 }
-
-
-def suggested_downsample_ratio(height: int, width: int) -> float:
-    """Ratio that brings the long side to at most 512 px (the original authors' rule of thumb)."""
-    return min(512.0 / max(height, width), 1.0)
 
 
 def lowres_size(height: int, width: int, ratio: float) -> tuple[int, int]:

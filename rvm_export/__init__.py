@@ -1,11 +1,10 @@
-"""rvm-export: export Robust Video Matting to edge runtimes, prove parity over a recurrent rollout, measure speed."""
+"""rvm-export: export Robust Video Matting to edge runtimes, prove parity over a recurrent rollout, measure speed.
+
+Layers (docs/architecture.md): ``model`` <- ``rvm_export.core`` <- ``targets`` <- the orchestrator
+(``rvm_export.pipeline``, ``parity``, ``bench``, ``report``, ``verify``) <- ``rvm_export.cli``.
+"""
 from __future__ import annotations
 
-try:
-    from importlib.metadata import PackageNotFoundError, version
-
-    __version__ = version("rvm-export")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.1.0"
+from .core import __version__
 
 __all__ = ["__version__"]

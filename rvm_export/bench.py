@@ -16,14 +16,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .scene import MovingScene
-from .spec import Bucket
+from rvm_export.core.rollout import MovingScene
+from rvm_export.core.bucket import Bucket
 
 __all__ = ["BenchEntry", "BenchResult", "bench_side_by_side", "machine_info", "format_table"]
 
 
 @dataclass
 class BenchEntry:
+    """One row of a side-by-side run: a name and how to load the runner (the load is timed)."""
     name: str  # row label
     load: Callable[[], Any]  # returns a Runner; timed as the load time
     path: Path | None = None  # artifact on disk (for the file size)
@@ -31,6 +32,7 @@ class BenchEntry:
 
 @dataclass
 class BenchResult:
+    """Timings of one entry at one bucket: milliseconds per frame (median, p90, mean), FPS = 1000 / median."""
     name: str
     runtime: str  # the runner's label (runtime, device, threads)
     bucket: str
@@ -113,13 +115,14 @@ def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 
     for entry, runner, stream, load_s, first_ms, times in loaded:
         arr = np.asarray(times)
         median = float(np.median(arr))
-        results.append(BenchResult(entry.name, getattr(runner, "label", type(runner).__name__), bucket.label,
+        results.append(BenchResult(entry.name, runner.label or type(runner).__name__, bucket.label,
                                    len(arr), load_s, first_ms, median, float(np.percentile(arr, 90)),
                                    float(arr.mean()), 1e3 / median, _size(entry.path)))
     return results
 
 
 def machine_info() -> dict[str, Any]:
+    """Platform, Python, CPU model and count, load average: the context every figure is quoted with."""
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),
                             "cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine()}
     try:

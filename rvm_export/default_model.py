@@ -24,6 +24,8 @@ UNTRAINED_WARNING = (
 @torch.no_grad()
 def seeded_default_model(variant: str = "mobilenetv3", refiner: str = "deep_guided_filter",
                          seed: int = 0) -> MattingNetwork:
+    """A seeded, UNTRAINED model with non-degenerate weights (BN statistics and heads perturbed, see the
+    module docstring): for testing the export pipeline only."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = MattingNetwork(variant, refiner)  # type: ignore[arg-type]

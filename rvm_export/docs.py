@@ -4,7 +4,8 @@
 """
 from __future__ import annotations
 
-from .spec import STATE_RULE, Bucket, IOSpec, Layout
+from rvm_export.core.bucket import Bucket
+from rvm_export.core.spec import IOSpec, Layout, STATE_RULE
 
 __all__ = ["render_io_contract"]
 
@@ -19,6 +20,7 @@ def _table(spec: IOSpec) -> list[str]:
 
 
 def render_io_contract() -> str:
+    """The text of docs/io_contract.md, generated from :class:`~rvm_export.core.spec.IOSpec`."""
     dynamic = IOSpec("mobilenetv3", "deep_guided_filter")
     static = IOSpec("mobilenetv3", "deep_guided_filter", Bucket(1920, 1080, 0.25))
     nhwc = IOSpec("resnet50", "deep_guided_filter", Bucket(1280, 720, 0.375), layout=Layout.NHWC)

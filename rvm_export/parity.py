@@ -2,24 +2,31 @@
 
 Per frame and per output (states too) we record max and mean absolute error; per output the worst frame and the
 drift over the clip; overall the alpha-quality figures (pha MAD, fgr MAD where alpha > 0). Pass/fail comes from the
-tolerance table alone. Failures are collected, then raised together as one typed error.
+tolerance table alone. Failures are typed (:class:`~rvm_export.core.errors.ParityFailure`), collected, then raised
+together as one typed error. A runtime that raises while stepping is a failure of that artifact; an exception that
+can only be a bug (:data:`~rvm_export.core.errors.PROGRAMMING_ERRORS`) propagates.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
-from .errors import OutputMatchError, ParityError, ShapeError, ToleranceError
-from .spec import FRAME_OUTPUTS, STATE_OUTPUTS, Bucket
-from .tolerances import Tolerance
+from rvm_export.core.bucket import Bucket
+from rvm_export.core.errors import (PROGRAMMING_ERRORS, OutputMatchError, ParityError, ParityFailure, RvmExportError,
+                                    ShapeError, ToleranceError)
+from rvm_export.core.names import FRAME_OUTPUTS, STATE_OUTPUTS
+from rvm_export.core.rollout import MovingScene, TorchStream
 
-__all__ = ["ParityReport", "OutputErrors", "compare_rollout", "compare_many", "compare_outputs"]
+from .tolerances import Tolerance, tolerance_for
+
+__all__ = ["ParityReport", "OutputErrors", "compare_rollout", "compare_many", "check_parity"]
 
 
 @dataclass
 class OutputErrors:
+    """Per-frame max and mean abs error of one output over a rollout."""
     name: str
     max_abs: list[float] = field(default_factory=list)  # per frame
     mean_abs: list[float] = field(default_factory=list)  # per frame
@@ -45,6 +52,8 @@ class OutputErrors:
 
 @dataclass
 class ParityReport:
+    """The comparison of one artifact with PyTorch at one bucket over a rollout."""
+
     target: str
     artifact: str
     precision: str
@@ -55,24 +64,26 @@ class ParityReport:
     frames: int = 0
     pha_mad_sum: float = 0.0
     fgr_mad_sum: float = 0.0
-    structural: list[str] = field(default_factory=list)  # missing outputs / wrong shapes
+    structural: list[ParityFailure] = field(default_factory=list)  # missing outputs, wrong shapes, runtime errors
 
     # -- accumulation -----------------------------------------------------------------------------------------
     def add_frame(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> None:
+        """Compare one frame's outputs (NCHW float arrays, contract names); states are compared where present."""
         index = self.frames
         for name in (*FRAME_OUTPUTS, *STATE_OUTPUTS):
             if name not in reference:
                 continue
             if name not in candidate:
-                if name in FRAME_OUTPUTS and not any(name in m for m in self.structural):
-                    self.structural.append(f"{name}: missing from the artifact's outputs")
+                if name in FRAME_OUTPUTS and not any(f.output == name for f in self.structural):
+                    self.structural.append(ParityFailure("missing_output", name))
                 continue
             ref = np.asarray(reference[name], dtype=np.float32)
             got = np.asarray(candidate[name], dtype=np.float32)
             if ref.shape != got.shape:
-                if not any(m.startswith(name + ":") for m in self.structural):
-                    self.structural.append(f"{name}: shape {list(got.shape)} at frame {index}, "
-                                           f"PyTorch gives {list(ref.shape)}")
+                if not any(f.output == name for f in self.structural):
+                    self.structural.append(ParityFailure(
+                        "shape", name, frame=index,
+                        detail=f"{list(got.shape)} at frame {index}, PyTorch gives {list(ref.shape)}"))
                 continue
             diff = np.abs(got - ref)
             if not np.all(np.isfinite(got)):
@@ -88,32 +99,45 @@ class ParityReport:
             self.fgr_mad_sum += float(fgr_diff[mask].mean()) if mask.any() else 0.0
         self.frames += 1
 
+    def add_runtime_error(self, exc: BaseException) -> None:
+        """The candidate's runtime raised at the current frame: a failure of this artifact."""
+        self.structural.append(ParityFailure("runtime", frame=self.frames, detail=f"{type(exc).__name__}: {exc}"))
+
     # -- verdict ----------------------------------------------------------------------------------------------
     @property
     def pha_mad(self) -> float:
+        """Mean abs alpha error over the rollout (alpha in [0, 1])."""
         return self.pha_mad_sum / max(1, self.frames)
 
     @property
     def fgr_mad(self) -> float:
+        """Mean abs foreground error where the reference alpha > 0, averaged over frames."""
         return self.fgr_mad_sum / max(1, self.frames)
 
-    def failures(self) -> list[str]:
+    def failure_list(self) -> list[ParityFailure]:
+        """Every reason this artifact fails its tolerance (empty when it passes)."""
         tol = self.tolerance
         problems = list(self.structural)
         for name, entry in self.errors.items():
             bound = tol.frame_max if name in FRAME_OUTPUTS else tol.state_max
             value, frame = entry.worst
             if bound is not None and not value <= bound:
-                problems.append(f"{name}: max abs error {value:.3g} at frame {frame} exceeds {bound:g}")
+                problems.append(ParityFailure("tolerance", name, value, bound, frame))
         if tol.pha_mad is not None and not self.pha_mad <= tol.pha_mad:
-            problems.append(f"pha: mean abs error {self.pha_mad:.3g} over {self.frames} frames exceeds {tol.pha_mad:g}")
+            problems.append(ParityFailure("tolerance", "pha", self.pha_mad, tol.pha_mad, statistic="mean abs",
+                                          detail=f" over {self.frames} frames"))
         if tol.fgr_mad is not None and not self.fgr_mad <= tol.fgr_mad:
-            problems.append(f"fgr: mean abs error where alpha > 0 {self.fgr_mad:.3g} exceeds {tol.fgr_mad:g}")
+            problems.append(ParityFailure("tolerance", "fgr", self.fgr_mad, tol.fgr_mad,
+                                          statistic="mean abs where alpha > 0"))
         return problems
+
+    def failures(self) -> list[str]:
+        """:meth:`failure_list` as one sentence each (for messages and the report)."""
+        return [str(f) for f in self.failure_list()]
 
     @property
     def passed(self) -> bool:
-        return not self.failures()
+        return not self.failure_list()
 
     @property
     def max_abs(self) -> float:
@@ -121,15 +145,15 @@ class ParityReport:
         return max((e.worst[0] for e in self.errors.values()), default=float("nan"))
 
     def raise_if_failed(self) -> None:
-        problems = self.failures()
+        """Raise OutputMatchError / ShapeError / ToleranceError (all ParityError) listing every failure."""
+        problems = self.failure_list()
         if not problems:
             return
         head = f"{self.target} {self.artifact} ({self.precision}) at {self.bucket.label}, {self.label}: "
-        if self.structural:
-            cls: type[ParityError] = ShapeError if any("shape" in p for p in self.structural) else OutputMatchError
-        else:
-            cls = ToleranceError
-        raise cls(head + "; ".join(problems))
+        kinds = {f.kind for f in problems}
+        cls: type[ParityError] = (ShapeError if "shape" in kinds else OutputMatchError
+                                  if kinds & {"missing_output", "runtime"} else ToleranceError)
+        raise cls(head + "; ".join(map(str, problems)), tuple(problems))
 
     def to_dict(self, per_frame: bool = False) -> dict[str, Any]:
         worst = {}
@@ -137,26 +161,22 @@ class ParityReport:
             value, frame = entry.worst
             worst[name] = {"max_abs": value, "frame": frame, "mean_abs": float(np.mean(entry.mean_abs)),
                            "drift": entry.drift}
+        problems = self.failure_list()
         out: dict[str, Any] = {
             "bucket": self.bucket.label, "frames": self.frames, "checked_with": self.label,
-            "passed": self.passed, "max_abs": self.max_abs, "pha_mad": self.pha_mad, "fgr_mad": self.fgr_mad,
-            "tolerance": self.tolerance.to_dict(), "outputs": worst, "failures": self.failures(),
+            "passed": not problems, "max_abs": self.max_abs, "pha_mad": self.pha_mad, "fgr_mad": self.fgr_mad,
+            "tolerance": self.tolerance.to_dict(), "outputs": worst, "failures": [str(f) for f in problems],
+            "failure_details": [f.to_dict() for f in problems],
         }
         if per_frame:
             out["per_frame_max_abs"] = {n: e.max_abs for n, e in self.errors.items()}
         return out
 
 
-def compare_outputs(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> dict[str, float]:
-    """Max abs error per shared output of one call (used by single-frame checks and tests)."""
-    return {k: float(np.abs(np.asarray(candidate[k], np.float32) - np.asarray(reference[k], np.float32)).max())
-            for k in reference if k in candidate}
-
-
 def compare_rollout(reference, candidate, frames: Iterable[np.ndarray], *, target: str, artifact: str,
                     precision: str, bucket: Bucket, label: str, tolerance: Tolerance,
                     progress: bool = False) -> ParityReport:
-    """Step both :class:`~targets.base.Stream` objects through ``frames`` from zero states and compare."""
+    """Step both :class:`~rvm_export.core.runner.Stream` objects through ``frames`` from zero states and compare."""
     report = ParityReport(target, artifact, str(precision), bucket, label, tolerance)
     compare_many(reference, [(report, candidate)], frames, progress=progress)
     return report
@@ -166,7 +186,8 @@ def compare_many(reference, candidates: list[tuple[ParityReport, Any]], frames: 
                  progress: bool = False) -> dict[int, str]:
     """Advance one reference stream and several candidate streams in lockstep (the reference runs once per frame).
 
-    A candidate whose ``step`` raises is dropped from the rest of the rollout; returns ``{index: error}`` for those.
+    A candidate whose ``step`` raises is dropped from the rest of the rollout, its report records the runtime
+    failure, and ``{index: error}`` is returned for those. Programming errors (PROGRAMMING_ERRORS) propagate.
     """
     reference.reset()
     for _, stream in candidates:
@@ -184,8 +205,51 @@ def compare_many(reference, candidates: list[tuple[ParityReport, Any]], frames: 
             if index in errors:
                 continue
             try:
-                report.add_frame(expected, stream.step(frame))
-            except Exception as exc:  # a runtime failing mid-rollout is a parity failure, reported with its cause
+                outputs = stream.step(frame)
+            except PROGRAMMING_ERRORS:
+                raise
+            except Exception as exc:  # the runtime refused or failed mid-rollout: this artifact fails parity
                 errors[index] = f"{type(exc).__name__} at frame {report.frames}: {exc}"
-                report.structural.append(f"runtime error at frame {report.frames}: {exc}")
+                report.add_runtime_error(exc)
+                continue
+            report.add_frame(expected, outputs)
     return errors
+
+
+def check_parity(model, records, frames: int, seed: int = 0, progress: bool = False,
+                 say: Callable[[str], None] | None = None) -> None:
+    """Check every record that has a runner, per bucket: one PyTorch reference pass, every artifact in lockstep.
+
+    ``records``: :class:`~rvm_export.report.ArtifactRecord` objects; each gets a ParityReport per bucket it serves,
+    and an error line when its runner cannot open a stream there (a documented RvmExportError) or fails mid-rollout.
+    ``frames``: rollout length; ``seed``: the generated scene's seed."""
+    say = say or (lambda message: None)
+    buckets: list[Bucket] = []
+    for record in records:
+        buckets += [b for b in record.artifact.buckets if b not in buckets]
+    for bucket in buckets:
+        candidates: list[tuple[ParityReport, Any]] = []
+        owners = []
+        for record in records:
+            if record.runner is None or bucket not in record.artifact.buckets:
+                continue
+            a = record.artifact
+            report = ParityReport(a.target, a.name, str(a.precision), bucket, record.runner.label,
+                                  tolerance_for(a.target, str(a.precision), a.spec.refiner))
+            try:
+                candidates.append((report, record.runner.stream(bucket)))
+                owners.append(record)
+            except RvmExportError as exc:
+                record.errors.append(f"cannot run at {bucket.label}: {exc}")
+        if not candidates:
+            continue
+        say(f"parity at {bucket.label}: {len(candidates)} artifact(s) x {frames} frames vs PyTorch fp32")
+        scene = MovingScene(bucket.width, bucket.height, frames, seed=seed)
+        errors = compare_many(TorchStream(model, bucket), candidates, scene, progress=progress)
+        for index, (record, (report, _)) in enumerate(zip(owners, candidates)):
+            record.parity.append(report)
+            if index in errors:
+                record.errors.append(f"runtime error during parity at {bucket.label}: {errors[index]}")
+            verdict = "pass" if report.passed else "FAIL: " + "; ".join(report.failures())
+            say(f"  {record.artifact.name}: max abs {report.max_abs:.2e}, pha MAD {report.pha_mad:.2e} "
+                f"[{report.label}] {verdict}")

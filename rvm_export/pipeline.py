@@ -1,34 +1,45 @@
-"""The export job: validate every request up front, load the model, export each (target, precision), check parity
-over a rollout at each bucket (one PyTorch reference pass per bucket, all artifacts in lockstep), benchmark, report."""
+"""The export job: plan and validate every request up front (from each target's typed description), load the model,
+export each (target, precision), check parity over a rollout at each bucket (one PyTorch reference pass per bucket,
+all artifacts in lockstep), benchmark side by side, write the manifest and the report.
+
+Only documented errors become a row of the report: a converter's ExportFailedError (or a converter library's own
+exception) fails that (target, precision); a runtime's refusal fails that artifact. An exception that can only be a
+bug (:data:`~rvm_export.core.errors.PROGRAMMING_ERRORS`) propagates with its traceback.
+"""
 from __future__ import annotations
 
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Mapping
 
 from model import CheckpointError, load_checkpoint
+from rvm_export.core.bucket import Bucket
+from rvm_export.core.errors import (PROGRAMMING_ERRORS, ExitCode, InputError, MissingRuntimeError, RvmExportError,
+                                    UsageError)
+from rvm_export.core.metadata import sha256_file, weights_sha256
+from rvm_export.core.names import DEFAULT_OPSET
+from rvm_export.core.request import ExportRequest, RuntimeOptions
+from rvm_export.core.spec import Layout, Precision
+from targets import REGISTRY, all_targets, get_target
 
 from .bench import BenchEntry, bench_side_by_side
 from .default_model import UNTRAINED_WARNING, seeded_default_model
-from .errors import ExitCode, InputError, MissingRuntimeError, UsageError
-from .metadata import sha256_file
-from .parity import ParityReport, compare_many
-from .reference import TorchStream
+from .outdir import OutputFolder
+from .parity import check_parity
+from .preflight import check_resources
 from .report import ArtifactRecord, Failure, write_outputs
-from .scene import MovingScene
-from .spec import Bucket, Layout, Precision
-from .tolerances import tolerance_for
 
-__all__ = ["RunConfig", "RunResult", "run_export", "load_model", "resolve_targets"]
+__all__ = ["RunConfig", "RunResult", "PlannedExport", "run_export", "load_model", "resolve_targets", "plan_export"]
 
 log = logging.getLogger("rvm_export")
+RATIO_MODES = ("auto", "dynamic", "fixed")
 
 
 @dataclass(frozen=True)
 class RunConfig:
+    """Everything one export run is asked for; raises UsageError for a value no run can take."""
     targets: tuple[str, ...]  # registry names, "all" already expanded
     out_dir: Path  # where artifacts, manifest.json and report.md go
     buckets: tuple[Bucket, ...]  # resolutions x ratios to build (static) or validate (dynamic)
@@ -38,40 +49,51 @@ class RunConfig:
     refiner: str | None = None  # None: what the checkpoint looks like (deep guided filter for the default model)
     precisions: tuple[str, ...] | None = None  # None: each target's default precision
     layout: Layout = Layout.NCHW  # boundary layout for targets that offer a choice
-    opset: int = 17  # ONNX opset where ONNX is involved
+    opset: int | None = None  # ONNX opset where ONNX is involved; None: DEFAULT_OPSET
     frames: int = 30  # parity rollout length
     bench: bool = True  # measure throughput after parity
     bench_frames: int = 30  # timed frames per artifact and bucket
     threads: int | None = None  # runtime intra-op threads (and PyTorch's); None = runtime default
     device: str = "cpu"  # runtime device for the artifacts (the PyTorch reference always runs fp32 on CPU)
-    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # per-target options
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # raw per-target options, parsed in plan
     seed: int = 0  # default-model weights and the generated scene
     progress: bool = True  # progress bars on stderr
 
     def __post_init__(self) -> None:
-        if self.ratio_mode not in ("auto", "dynamic", "fixed"):
+        if self.ratio_mode not in RATIO_MODES:
             raise UsageError(f"ratio mode must be auto, dynamic or fixed, got {self.ratio_mode!r}")
         if self.frames < 1:
             raise UsageError(f"--frames must be at least 1, got {self.frames}")
         if not self.buckets:
             raise UsageError("at least one --resolution is needed")
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"--seed must be in 0 .. 2**32 - 1, got {self.seed}")
 
 
 @dataclass
 class RunResult:
+    """What a run produced: its exit code, the manifest written, every artifact record and converter failure."""
     exit_code: int
     manifest: dict[str, Any]
     records: list[ArtifactRecord]
     failures: list[Failure]
 
 
-def resolve_targets(names: list[str]) -> tuple[str, ...]:
-    from targets import FILE_TARGETS, get_target
+@dataclass(frozen=True)
+class PlannedExport:
+    """One (target, precision) of a run, validated: the target package and its request."""
 
+    name: str
+    module: Any  # the target package (rvm_export.core.target.TargetModule)
+    request: ExportRequest
+
+
+def resolve_targets(names: list[str]) -> tuple[str, ...]:
+    """Registry names from ``--target`` values (repeatable, comma-separated, ``all``); UsageError for unknown ones."""
     resolved: list[str] = []
     for name in names:
         for part in (p.strip() for p in name.split(",") if p.strip()):
-            expanded = FILE_TARGETS if part == "all" else (part,)
+            expanded = all_targets() if part == "all" else (part,)
             for item in expanded:
                 get_target(item)  # raises UsageError for an unknown name
                 if item not in resolved:
@@ -88,51 +110,50 @@ def load_model(checkpoint: Path | None, variant: str | None, refiner: str | None
         variant, refiner = variant or "mobilenetv3", refiner or "deep_guided_filter"
         model = seeded_default_model(variant, refiner, seed)
         return model, {"variant": variant, "refiner": refiner, "weights": f"seeded default (seed {seed}), UNTRAINED",
-                       "untrained": True, "checkpoint": None, "checkpoint_sha256": None}
+                       "untrained": True, "checkpoint": None, "checkpoint_sha256": None,
+                       "weights_sha256": weights_sha256(model.state_dict())}
     try:
         model = load_checkpoint(checkpoint, variant=variant, refiner=refiner)
     except CheckpointError as exc:
         raise InputError(str(exc)) from exc
     return model, {"variant": model.variant, "refiner": model.refiner_name, "weights": str(checkpoint),
-                   "untrained": False, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint)}
+                   "untrained": False, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256_file(checkpoint),
+                   "weights_sha256": weights_sha256(model.state_dict())}
 
 
-def _default_precision(module: ModuleType) -> str:
-    return getattr(module, "DEFAULT_PRECISION", module.PRECISIONS[0])
+def plan_export(config: RunConfig, variant: str, refiner: str, model_info: Mapping[str, Any]) -> list[PlannedExport]:
+    """Every (target, precision) with its validated request, before any work.
 
-
-def _plan(config: RunConfig, variant: str, refiner: str, model_info: Mapping[str, Any]):
-    """Every (target, module, request), validated before any work. Raises UsageError / MissingRuntimeError."""
-    from targets import get_target
-    from targets.base import ExportRequest
-
+    Reads each target's :class:`~rvm_export.core.target.TargetDescription`; parses ``--option`` values once into the
+    target's options dataclass. Raises UsageError (exit 2) or MissingRuntimeError (exit 3)."""
     modules = {name: get_target(name) for name in config.targets}
-    missing = {name: module.missing() for name, module in modules.items()}
-    missing = {k: v for k, v in missing.items() if v}
-    if missing:
-        details = "; ".join(f"{name}: {why}" for name, why in missing.items())
-        raise MissingRuntimeError(f"cannot run target {', '.join(missing)}: {details}")
+    unknown = sorted(set(config.options) - set(modules))
+    if unknown:
+        raise UsageError(f"--option for {', '.join(unknown)}, which is not among the targets "
+                         f"{', '.join(modules)}")
+    if config.opset is not None and not any(m.DESCRIPTION.takes_opset for m in modules.values()):
+        raise UsageError(f"--opset applies to targets that convert through ONNX "
+                         f"({', '.join(n for n in REGISTRY if get_target(n).DESCRIPTION.takes_opset)}); "
+                         f"{', '.join(modules)} take(s) none: drop --opset")
     plan = []
-    for name, module in modules.items():
-        for precision in config.precisions or (_default_precision(module),):
-            try:
-                prec = Precision(precision)
-            except ValueError:
-                raise UsageError(f"unknown precision {precision!r}; expected one of "
-                                 f"{[p.value for p in Precision]}") from None
-            if config.ratio_mode == "dynamic":
-                dynamic = True
-            elif config.ratio_mode == "fixed":
-                dynamic = False
-            else:  # auto: dynamic where the target can be dynamic at this precision
-                can = getattr(module, "supports_dynamic", None)
-                dynamic = can(prec) if can else bool(getattr(module, "SUPPORTS_DYNAMIC", False))
-            request = ExportRequest(variant, refiner, config.buckets, dynamic, prec, config.layout, config.opset,
-                                    dict(config.options.get(name, {})),
+    for name, module in modules.items():  # usage first: a wrong argument is wrong whatever is installed
+        description = module.DESCRIPTION
+        description.check_device(config.device)
+        options = description.options.parse(name, config.options.get(name, {}))
+        precisions = ([Precision.parse(p) for p in config.precisions] if config.precisions
+                      else [description.default_precision])
+        for precision in precisions:
+            dynamic = {"dynamic": True, "fixed": False}.get(config.ratio_mode, description.can_be_dynamic(precision))
+            request = ExportRequest(variant, refiner, config.buckets, dynamic, precision, config.layout,
+                                    config.opset or DEFAULT_OPSET, options,
                                     checkpoint_sha256=model_info.get("checkpoint_sha256"),
                                     checkpoint_label=model_info["weights"])
             module.check_request(request)
-            plan.append((name, module, request))
+            plan.append(PlannedExport(name, module, request))
+    missing = {name: why for name, module in modules.items() if (why := module.missing(config.device))}
+    if missing:
+        details = "; ".join(f"{name}: {why}" for name, why in missing.items())
+        raise MissingRuntimeError(f"cannot run target {', '.join(missing)}: {details}")
     return plan
 
 
@@ -140,53 +161,65 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _load(record: ArtifactRecord, module, options: RuntimeOptions) -> None:
+    try:
+        record.runner = module.load(record.artifact, options)
+    except RvmExportError as exc:
+        record.errors.append(f"cannot load: {exc}")
+
+
 def run_export(config: RunConfig) -> RunResult:
+    """Plan, export, check parity, benchmark and write the manifest and report; returns the exit code and records.
+
+    Everything is checked before any work (UsageError/InputError: exit 2; MissingRuntimeError: exit 3), and the run
+    writes into a staging folder swapped into ``config.out_dir`` at the end (rvm_export/outdir.py): a failed or
+    interrupted run leaves the folder as it was."""
     import torch
 
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.checkpoint is not None and not Path(config.checkpoint).is_file():
         raise InputError(f"checkpoint not found: {config.checkpoint}")
+    folder = OutputFolder(Path(config.out_dir))  # refuses a folder it cannot write or that holds foreign files
+    check_resources(config.buckets)
     model, model_info = load_model(config.checkpoint, config.variant, config.refiner, config.seed)
-    plan = _plan(config, model.variant, model.refiner_name, model_info)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("manifest.json", "report.md"):
-        (out_dir / stale).unlink(missing_ok=True)  # a crash must not leave an old manifest describing new files
-
-    from targets.base import RuntimeOptions
-
-    options = RuntimeOptions(threads=config.threads, device=config.device)
-    records: list[ArtifactRecord] = []
-    failures: list[Failure] = []
-    runners: dict[int, Any] = {}
-    for name, module, request in plan:
-        _say(f"[{name} {request.precision.value}] exporting "
-             f"{'dynamic' if request.dynamic else ', '.join(b.label for b in request.buckets)} ...")
-        try:
-            artifacts = module.export(model, request, out_dir / name)
-        except UsageError:
-            raise
-        except Exception as exc:  # a converter failing is reported per artifact; the others still run
-            reason = f"{type(exc).__name__}: {exc}"
-            _say(f"[{name} {request.precision.value}] FAILED: {reason}")
-            failures.append(Failure(name, request.precision.value, reason))
-            continue
-        for artifact in artifacts:
-            record = ArtifactRecord(artifact)
-            records.append(record)
+    plan = plan_export(config, model.variant, model.refiner_name, model_info)
+    with folder:
+        stage = folder.stage
+        options = RuntimeOptions(threads=config.threads, device=config.device)
+        records: list[ArtifactRecord] = []
+        failures: list[Failure] = []
+        for item in plan:
+            request = item.request
+            _say(f"[{item.name} {request.precision}] exporting "
+                 f"{'dynamic' if request.dynamic else ', '.join(b.label for b in request.buckets)} ...")
             try:
-                runners[id(record)] = module.load(artifact, options)
-            except Exception as exc:
-                record.errors.append(f"cannot load: {type(exc).__name__}: {exc}")
-    _check_parity(model, records, runners, config)
-    if config.bench:
-        _benchmark(records, runners, config, options)
-    settings = {"frames": config.frames, "threads": config.threads, "device": config.device,
-                "bench_frames": config.bench_frames if config.bench else 0, "seed": config.seed,
-                "buckets": [b.label for b in config.buckets], "ratio_mode": config.ratio_mode}
-    manifest = write_outputs(out_dir, records, failures, model_info, settings)
-    _say(f"wrote {out_dir / 'manifest.json'} and {out_dir / 'report.md'}")
+                artifacts = item.module.export(model, request, stage / item.name)
+            except (UsageError, MissingRuntimeError, *PROGRAMMING_ERRORS):
+                raise
+            except Exception as exc:  # a converter failing is reported per (target, precision); the others still run
+                reason = f"{type(exc).__name__}: {exc}"
+                _say(f"[{item.name} {request.precision}] FAILED: {reason}")
+                failures.append(Failure(item.name, str(request.precision), reason))
+                continue
+            for artifact in artifacts:
+                record = ArtifactRecord(artifact)
+                records.append(record)
+                _load(record, item.module, options)
+        check_parity(model, records, config.frames, config.seed, config.progress, _say)
+        if config.bench:
+            _benchmark(records, config, options)
+        settings = {"frames": config.frames, "threads": config.threads, "device": config.device,
+                    "bench_frames": config.bench_frames if config.bench else 0, "seed": config.seed,
+                    "buckets": [b.label for b in config.buckets], "ratio_mode": config.ratio_mode}
+        manifest = write_outputs(stage, records, failures, model_info, settings)
+        for record in records:
+            record.runner = None  # release the files before they move
+        moved = [a["path"] for a in manifest["artifacts"]]
+        folder.commit([*moved, *(f"{p}.parity.png" for p in moved), "report.md"])
+        for record in records:
+            record.artifact.path = folder.final / Path(record.artifact.path).relative_to(stage)
+    _say(f"wrote {folder.final / 'manifest.json'} and {folder.final / 'report.md'}")
     if failures:
         code = ExitCode.EXPORT_FAILED
     elif any(r.status != "exported" for r in records):
@@ -196,50 +229,15 @@ def run_export(config: RunConfig) -> RunResult:
     return RunResult(code, manifest, records, failures)
 
 
-def _check_parity(model, records: list[ArtifactRecord], runners: dict[int, Any], config: RunConfig) -> None:
-    buckets: list[Bucket] = []
-    for record in records:
-        buckets += [b for b in record.artifact.buckets if b not in buckets]
-    for bucket in buckets:
-        candidates: list[tuple[ParityReport, Any]] = []
-        owners: list[ArtifactRecord] = []
-        for record in records:
-            runner = runners.get(id(record))
-            if runner is None or bucket not in record.artifact.buckets:
-                continue
-            a = record.artifact
-            report = ParityReport(a.target, a.name, a.precision.value, bucket, runner.label,
-                                  tolerance_for(a.target, a.precision.value, a.spec.refiner))
-            try:
-                candidates.append((report, runner.stream(bucket)))
-                owners.append(record)
-            except Exception as exc:
-                record.errors.append(f"cannot run at {bucket.label}: {type(exc).__name__}: {exc}")
-        if not candidates:
-            continue
-        _say(f"parity at {bucket.label}: {len(candidates)} artifact(s) x {config.frames} frames vs PyTorch fp32")
-        scene = MovingScene(bucket.width, bucket.height, config.frames, seed=config.seed)
-        errors = compare_many(TorchStream(model, bucket), candidates, scene, progress=config.progress)
-        for index, (record, (report, _)) in enumerate(zip(owners, candidates)):
-            record.parity.append(report)
-            if index in errors:
-                record.errors.append(f"runtime error during parity at {bucket.label}: {errors[index]}")
-            verdict = "pass" if report.passed else "FAIL: " + "; ".join(report.failures())
-            _say(f"  {record.artifact.name}: max abs {report.max_abs:.2e}, pha MAD {report.pha_mad:.2e} "
-                 f"[{report.label}] {verdict}")
-
-
-def _benchmark(records: list[ArtifactRecord], runners: dict[int, Any], config: RunConfig, options) -> None:
+def _benchmark(records: list[ArtifactRecord], config: RunConfig, options: RuntimeOptions) -> None:
     """Per bucket, every artifact valid there side by side in one interleaved run."""
-    from targets import get_target
-
     buckets: list[Bucket] = []
     for record in records:
-        buckets += [b for b in record.artifact.buckets if b not in buckets and id(record) in runners]
+        buckets += [b for b in record.artifact.buckets if b not in buckets and record.runner is not None]
     for bucket in buckets:
         owners = []
-        for record in (r for r in records if id(r) in runners and bucket in r.artifact.buckets):
-            why = getattr(runners[id(record)], "not_timed", None)  # a numerics check, not a runtime
+        for record in (r for r in records if r.runner is not None and bucket in r.artifact.buckets):
+            why = record.runner.untimed_reason  # a numerics check, not a runtime
             if why:
                 record.bench_errors.append(f"not timed at {bucket.label}: {why}")
             else:
@@ -251,7 +249,9 @@ def _benchmark(records: list[ArtifactRecord], runners: dict[int, Any], config: R
         _say(f"benchmark at {bucket.label}: {len(entries)} artifact(s) side by side, {config.bench_frames} frames each")
         try:
             results = bench_side_by_side(entries, bucket, frames=config.bench_frames, progress=config.progress)
-        except Exception as exc:
+        except PROGRAMMING_ERRORS:
+            raise
+        except Exception as exc:  # a runtime failing while timed: recorded, the artifact's parity stands
             for record in owners:
                 record.bench_errors.append(f"benchmark failed at {bucket.label}: {type(exc).__name__}: {exc}")
             continue

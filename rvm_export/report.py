@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .atomic import atomic_path, write_json_atomic, write_text_atomic
+from rvm_export.core import __version__
+from rvm_export.core.atomic import atomic_path, write_json_atomic, write_text_atomic
+from rvm_export.core.metadata import sha256_path
+from rvm_export.core.request import Artifact
+from rvm_export.core.runner import Runner
+from rvm_export.core.spec import STATE_RULE
+
 from .bench import BenchResult, machine_info
-from .metadata import sha256_path
 from .parity import ParityReport
-from .spec import STATE_RULE
 
 __all__ = ["ArtifactRecord", "Failure", "write_outputs", "STATUS_OK", "STATUS_PARITY_FAILED", "STATUS_FAILED"]
 
@@ -23,7 +26,10 @@ STATUS_FAILED = "failed"
 
 @dataclass
 class ArtifactRecord:
-    artifact: Any  # targets.base.Artifact
+    """One artifact through a run: its runner (not serialised), parity reports, benchmark results and errors."""
+
+    artifact: Artifact
+    runner: Runner | None = field(default=None, repr=False, compare=False)  # None: not loaded (see errors)
     parity: list[ParityReport] = field(default_factory=list)
     bench: list[BenchResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # runtime errors while loading or checking parity
@@ -42,7 +48,7 @@ class ArtifactRecord:
             "target": a.target,
             "path": str(Path(a.path).relative_to(root)),
             "status": self.status,
-            "precision": a.precision.value if hasattr(a.precision, "value") else str(a.precision),
+            "precision": str(a.precision),
             "flavour": a.flavour,
             "resolution": spec["resolution"],
             "downsample_ratio": spec["downsample_ratio"],
@@ -66,6 +72,7 @@ class ArtifactRecord:
 
 @dataclass
 class Failure:
+    """A (target, precision) whose converter failed: no file was left."""
     target: str
     precision: str
     reason: str
@@ -105,7 +112,7 @@ def _plot_parity(record: ArtifactRecord, path: Path) -> bool:
 
 def _markdown(manifest: dict[str, Any], plots: dict[str, str]) -> str:
     model = manifest["model"]
-    lines = [f"# rvm-export report", "",
+    lines = ["# rvm-export report", "",
              f"- rvm-export {manifest['rvm_export_version']}, {manifest['created']}",
              f"- model: {model['variant']} + {model['refiner']}, weights: {model['weights']}",
              f"- machine: {manifest['machine'].get('cpu', manifest['machine'].get('processor'))}, "

@@ -15,6 +15,8 @@ __all__ = ["Tolerance", "TOLERANCES", "tolerance_for"]
 
 @dataclass(frozen=True)
 class Tolerance:
+    """Bounds of one (target, precision[, refiner]) row; absolute errors in the outputs' units ([0, 1] for
+    fgr/pha), None = reported, not judged."""
     frame_max: float | None  # max |fgr - ref| and |pha - ref| over all pixels and frames
     state_max: float | None  # max |rKo - ref| over all frames (states are compared where the model exposes them)
     pha_mad: float | None = None  # mean |pha - ref| over the rollout

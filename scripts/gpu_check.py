@@ -38,15 +38,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from model import load_checkpoint  # noqa: E402
-from rvm_export.atomic import write_json_atomic  # noqa: E402
+from rvm_export.core.atomic import write_json_atomic  # noqa: E402
 from rvm_export.default_model import seeded_default_model  # noqa: E402
 from rvm_export.parity import ParityReport  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import IOSpec, parse_bucket  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import parse_bucket  # noqa: E402
+from rvm_export.core.spec import IOSpec  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
-from targets import torch_cuda as tc  # noqa: E402
-from targets.contract import StaticContract  # noqa: E402
+from targets import cuda as tc  # noqa: E402
+from targets.cuda import runtime as cuda_runtime  # noqa: E402
+from targets.traced.contract import StaticContract  # noqa: E402
 
 PUBLISHED = {"1920x1080@0.25": 172.0, "3840x2160@0.125": 154.0}  # RTX 3090 fp16 FPS, PyTorch batch 1 (paper)
 GOAL = ("1920x1080@0.25", 1000.0)  # the issue's goal: H100, fp16, CUDA graphs
@@ -303,19 +305,20 @@ def guarded(run: Run, record: dict, cost_s: float, fn, *args) -> dict:
 
 def artifact_round_trip(run: Run, refs: References, model, bucket) -> dict:
     """Export the .pt2 the CLI ships, load it with torch.export.load, run its default mode, check parity."""
-    from rvm_export.spec import Precision
-    from targets.base import ExportRequest, RuntimeOptions
+    from rvm_export.core.spec import Precision
+    from rvm_export.core.request import ExportRequest, RuntimeOptions
 
     device = run.args.device
     frames, reference = refs.get(model, bucket, min(5, run.args.frames[1]))
     precision = "fp32" if device == "cpu" and not run.args.cpu_fp16 else "fp16"  # see measure()
-    request = ExportRequest(model.variant, model.refiner_name, (bucket,), False, Precision(precision))
+    request = ExportRequest(model.variant, model.refiner_name, (bucket,), False, Precision(precision),
+                            options=tc.CudaOptions())
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         (artifact,) = tc.export(model, request, Path(out))
         record = {"export_s": time.perf_counter() - start, "artifact": artifact.name,
                   "bytes": artifact.path.stat().st_size, "computed_in": precision}
-        runner = tc.load(artifact, RuntimeOptions(device=device), device="cpu" if device == "cpu" else None)
+        runner = cuda_runtime.load(artifact, RuntimeOptions(device=device), device="cpu" if device == "cpu" else None)
     stream = runner.stream(bucket)
     record.update(runner=runner.label, label=runner.mode.label, setup_s=stream.prepare())
     report = ParityReport("cuda", artifact.name, precision, bucket, runner.label, tolerance_for("cuda", precision))
@@ -334,7 +337,7 @@ def artifact_round_trip(run: Run, refs: References, model, bucket) -> dict:
 def ort_measure(run: Run, refs: References, model, bucket, provider: str) -> dict:
     """ONNX Runtime with a GPU provider, only where it is installed: static fp32 ONNX, host arrays in and out."""
     from targets import onnx as onnx_target
-    from targets.base import RuntimeOptions
+    from rvm_export.core.request import RuntimeOptions
 
     problem = onnx_target.missing()
     if problem:

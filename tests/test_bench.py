@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from rvm_export.bench import BenchEntry, bench_side_by_side, format_table
-from rvm_export.spec import Bucket
+from rvm_export.core.bucket import Bucket
 
 BUCKET = Bucket(64, 36, 0.5)
 

@@ -9,8 +9,8 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from rvm_export.cli import main  # noqa: E402
-from rvm_export.errors import ExitCode  # noqa: E402
-from rvm_export.metadata import sha256_file  # noqa: E402
+from rvm_export.core.errors import ExitCode  # noqa: E402
+from rvm_export.core.metadata import sha256_file  # noqa: E402
 
 pytestmark = pytest.mark.onnx
 SMALL = ["--resolution", "256x144@0.5", "--frames", "4", "--bench-frames", "3", "--threads", "2", "--quiet"]
@@ -94,7 +94,7 @@ def test_checkpoint_of_another_variant(golden_pth, tmp_path, capsys):
 def test_missing_runtime_exits_3(monkeypatch, tmp_path, capsys):
     import targets.onnx
 
-    monkeypatch.setattr(targets.onnx, "missing", lambda: "onnxruntime: pip install 'rvm-export[onnx]'")
+    monkeypatch.setattr(targets.onnx, "missing", lambda device="cpu": "onnxruntime: pip install 'rvm-export[onnx]'")
     assert main(["--target", "onnx", "--out", str(tmp_path), "--quiet"]) == ExitCode.MISSING_RUNTIME
     assert "rvm-export[onnx]" in capsys.readouterr().err
 

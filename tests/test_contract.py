@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from model.guided_filter import apply_coefficients
-from rvm_export.spec import Bucket, IOSpec, Layout
-from targets.contract import DynamicContract, StaticContract, example_inputs, refine_and_compose, tail_description
-from targets.refiner_tail import TAILS, resolve_tail
+from rvm_export.core.bucket import Bucket
+from rvm_export.core.spec import IOSpec, Layout
+from targets.traced.contract import (DynamicContract, StaticContract, example_inputs, refine_and_compose,
+                                     tail_description)
+from targets.traced.refiner_tail import TAILS, resolve_tail
 
 
 def test_refiner_tail_is_the_same_algebra():

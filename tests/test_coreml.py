@@ -12,14 +12,15 @@ import pytest
 
 ct = pytest.importorskip("coremltools")
 
-from rvm_export.errors import UsageError  # noqa: E402
+from rvm_export.core.errors import UsageError  # noqa: E402
 from rvm_export.parity import ParityReport, compare_rollout  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import Bucket, Layout, Precision  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import Bucket  # noqa: E402
+from rvm_export.core.spec import Layout, Precision  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
 from targets import coreml  # noqa: E402
-from targets.base import ExportRequest, RuntimeOptions  # noqa: E402
+from rvm_export.core.request import ExportRequest, RuntimeOptions  # noqa: E402
 from targets.coreml.mil_executor import EXECUTOR_LABEL, MilProgram  # noqa: E402
 from targets.coreml.multifunction import package_model_file  # noqa: E402
 from coremltools.proto import FeatureTypes_pb2  # noqa: E402
@@ -34,7 +35,8 @@ FRAMES = 8
 
 def _request(model, buckets, precision, **options):
     return ExportRequest(model.variant, model.refiner_name, tuple(buckets), False, Precision(precision),
-                         options=options, checkpoint_sha256="ab" * 32, checkpoint_label="golden")
+                         options=coreml.CoreMLOptions.parse("coreml", options), checkpoint_sha256="ab" * 32,
+                         checkpoint_label="golden")
 
 
 def _export(model, tmp_path_factory, name, buckets, precision, **options):
@@ -224,8 +226,9 @@ def test_bad_requests_are_refused_with_the_reason(case):
     dynamic = options.pop("__dynamic", False)
     layout = options.pop("__layout", Layout.NCHW)
     refiner = options.pop("__refiner", "deep_guided_filter")
-    request = ExportRequest("mobilenetv3", refiner, buckets, dynamic, Precision(precision), layout, options=options)
     with pytest.raises(UsageError, match=message):
+        request = ExportRequest("mobilenetv3", refiner, buckets, dynamic, Precision(precision), layout,
+                                options=coreml.CoreMLOptions.parse("coreml", options))
         coreml.check_request(request)
 
 
@@ -247,4 +250,4 @@ def test_runner_label_is_honest_on_linux(fp32_packages):
     runner = coreml.load(fp32_packages["static"], OPTIONS)
     if sys.platform != "darwin":
         assert runner.label.startswith(EXECUTOR_LABEL)
-        assert coreml.RUNTIME_LABEL == EXECUTOR_LABEL
+        assert coreml.DESCRIPTION.runtime_label == EXECUTOR_LABEL

@@ -12,12 +12,13 @@ if sys.platform != "darwin":
 ct = pytest.importorskip("coremltools")
 
 from rvm_export.parity import compare_rollout  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import Bucket, Precision  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import Bucket  # noqa: E402
+from rvm_export.core.spec import Precision  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
 from targets import coreml  # noqa: E402
-from targets.base import ExportRequest, RuntimeOptions  # noqa: E402
+from rvm_export.core.request import ExportRequest, RuntimeOptions  # noqa: E402
 from targets.coreml.runtime import ExecutorRunner  # noqa: E402
 
 pytestmark = [pytest.mark.coreml, pytest.mark.macos]
@@ -29,10 +30,11 @@ UNITS = {"cpu-only": "cpu", "all-units": "all"}
 @pytest.fixture(scope="module", params=["fp32", "fp16"])
 def packages(request, golden_model, tmp_path_factory):
     req = ExportRequest("mobilenetv3", "deep_guided_filter", (SMALL, ODD), False, Precision(request.param),
-                        options={"multifunction": True, "stateful": True})
+                        options=coreml.CoreMLOptions(multifunction=True, stateful=True))
     multi = coreml.export(golden_model, req, tmp_path_factory.mktemp(f"mac_{request.param}_multi"))
     single = coreml.export(golden_model, ExportRequest("mobilenetv3", "deep_guided_filter", (SMALL,), False,
-                                                       Precision(request.param), options={"stateful": True}),
+                                                       Precision(request.param),
+                                                       options=coreml.CoreMLOptions(stateful=True)),
                            tmp_path_factory.mktemp(f"mac_{request.param}"))
     return {a.flavour: a for a in (*single, *multi)}
 

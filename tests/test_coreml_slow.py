@@ -18,12 +18,13 @@ import pytest
 ct = pytest.importorskip("coremltools")
 
 from rvm_export.parity import ParityReport  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import Bucket, Precision  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import Bucket  # noqa: E402
+from rvm_export.core.spec import Precision  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
 from targets import coreml  # noqa: E402
-from targets.base import ExportRequest, RuntimeOptions  # noqa: E402
+from rvm_export.core.request import ExportRequest, RuntimeOptions  # noqa: E402
 
 pytestmark = [pytest.mark.coreml, pytest.mark.slow]
 BUCKETS = (Bucket(1280, 720, 0.375), Bucket(1920, 1080, 0.25))
@@ -33,7 +34,8 @@ RESULTS: dict = {}
 
 
 def _export(model, out_dir, precision, **options):
-    request = ExportRequest(model.variant, model.refiner_name, BUCKETS, False, Precision(precision), options=options)
+    request = ExportRequest(model.variant, model.refiner_name, BUCKETS, False, Precision(precision),
+                            options=coreml.CoreMLOptions.parse("coreml", options))
     coreml.check_request(request)
     return coreml.export(model, request, out_dir)
 

@@ -10,21 +10,22 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from rvm_export.errors import InputError, MissingRuntimeError, UsageError  # noqa: E402
+from rvm_export.core.errors import InputError, MissingRuntimeError, UsageError  # noqa: E402
 from rvm_export.parity import compare_rollout  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import Bucket, Layout, Precision  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import Bucket  # noqa: E402
+from rvm_export.core.spec import Layout, Precision  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
-from targets import torch_cuda as tc  # noqa: E402
-from targets.base import ExportRequest  # noqa: E402
+from targets import cuda as tc  # noqa: E402
+from targets.cuda import runtime as cuda_runtime  # noqa: E402
+from rvm_export.core.request import ExportRequest, RuntimeOptions  # noqa: E402
 
 pytestmark = pytest.mark.cuda
 
@@ -52,13 +53,13 @@ def artifacts(model, tmp_path_factory):
     made = {}
     for precision, bucket in (("fp32", ODD), ("fp16", SMALL)):
         request = ExportRequest("mobilenetv3", "deep_guided_filter", (bucket,), False, Precision(precision),
-                                options={"mode": "cudagraphs"})
+                                options=tc.CudaOptions.parse("cuda", {"mode": "cudagraphs"}))
         (made[precision],) = tc.export(model, request, out)
     return made
 
 
 def _options(device="cpu", **extra):
-    return SimpleNamespace(device=device, extra=extra, threads=None, inference_precision=None)
+    return RuntimeOptions(device=device, overrides=tc.CudaOptions.parse("cuda", extra))
 
 
 def _rollout(model, runner, bucket, precision, frames=4):
@@ -97,7 +98,7 @@ def test_parse_mode_presets_and_overrides():
 @pytest.mark.parametrize("options, words", [
     ({"graphs": True}, ["graphs", "cudagraphs"]),
     ({"mode": "turbo"}, ["turbo", "max"]),
-    ({"compile": "yes"}, ["compile", "bool", "yes"]),
+    ({"compile": "maybe"}, ["compile", "true or false", "maybe"]),
     ({"compile_mode": "reduce-overhead"}, ["reduce-overhead", "cudagraphs=true"]),
 ])
 def test_parse_mode_names_the_problem(options, words):
@@ -119,6 +120,7 @@ def test_check_request_refuses(change, words):
                   precision=Precision.FP16)
     fields.update(change)
     with pytest.raises(UsageError) as err:
+        fields["options"] = tc.CudaOptions.parse("cuda", fields.get("options"))
         tc.check_request(ExportRequest(**fields))
     assert all(word in str(err.value) for word in words), str(err.value)
 
@@ -133,7 +135,7 @@ def test_tolerance_rows_are_stated():
 def test_without_gpu_the_target_says_why(artifacts):
     assert "no CUDA GPU" in tc.missing()
     with pytest.raises(MissingRuntimeError) as err:
-        tc.load(artifacts["fp16"], _options(device="cpu"))  # the target's default device is cuda:0
+        cuda_runtime.load(artifacts["fp16"], _options(device="cpu"))  # the target's default device is cuda:0
     assert "CUDA" in str(err.value)
     with pytest.raises(UsageError, match="runs on a CUDA device"):
         tc.CudaRunner(torch.nn.Identity(), artifacts["fp16"].spec, tc.CudaMode(), "cpu")
@@ -163,7 +165,7 @@ def test_export_writes_a_loadable_program_with_the_contract(artifacts):
 ], ids=["fp32-eager", "fp32-graph-buffers", "fp32-compile-trace", "fp16-max-trace"])
 def test_cpu_rollout_matches_pytorch(model, artifacts, precision, mode, bound):
     artifact = artifacts[precision]
-    runner = tc.load(artifact, _options(**mode), device="cpu")
+    runner = cuda_runtime.load(artifact, _options(**mode), device="cpu")
     report = _rollout(model, runner, artifact.spec.bucket, precision)
     report.raise_if_failed()
     assert report.frames == 4 and set(report.errors) == {"fgr", "pha", "r1o", "r2o", "r3o", "r4o"}
@@ -172,8 +174,8 @@ def test_cpu_rollout_matches_pytorch(model, artifacts, precision, mode, bound):
 
 def test_graph_buffers_feed_states_back_and_reset(artifacts):
     artifact = artifacts["fp32"]
-    direct = tc.load(artifact, _options(mode="eager"), device="cpu").stream(ODD)
-    graphed = tc.load(artifact, _options(mode="cudagraphs"), device="cpu").stream(ODD)
+    direct = cuda_runtime.load(artifact, _options(mode="eager"), device="cpu").stream(ODD)
+    graphed = cuda_runtime.load(artifact, _options(mode="cudagraphs"), device="cpu").stream(ODD)
     frames = list(MovingScene(ODD.width, ODD.height, 3, seed=9))
     first = [graphed.step(f) for f in frames]
     for frame, got in zip(frames, first):
@@ -187,7 +189,7 @@ def test_graph_buffers_feed_states_back_and_reset(artifacts):
 
 def test_run_with_explicit_states_equals_the_stream(artifacts):
     artifact = artifacts["fp32"]
-    runner = tc.load(artifact, _options(mode="cudagraphs"), device="cpu")
+    runner = cuda_runtime.load(artifact, _options(mode="cudagraphs"), device="cpu")
     stream = runner.stream(ODD)
     frames = list(MovingScene(ODD.width, ODD.height, 2, seed=4))
     out0, out1 = stream.step(frames[0]), stream.step(frames[1])
@@ -197,7 +199,7 @@ def test_run_with_explicit_states_equals_the_stream(artifacts):
 
 
 def test_bad_inputs_are_named(artifacts, tmp_path):
-    runner = tc.load(artifacts["fp32"], _options(mode="eager"), device="cpu")
+    runner = cuda_runtime.load(artifacts["fp32"], _options(mode="eager"), device="cpu")
     with pytest.raises(InputError, match=r"\[1, 3, 135, 241\]"):
         runner.stream(ODD).step(np.zeros((1, 3, 144, 256), np.float32))
     with pytest.raises(UsageError, match="fixed at 241x135@0.5"):
@@ -208,11 +210,11 @@ def test_bad_inputs_are_named(artifacts, tmp_path):
                    | {"r1i": np.zeros((1, 16, 34, 60), np.float32)})
     moved = replace_path(artifacts["fp32"], tmp_path / "absent.pt2")
     with pytest.raises(InputError, match="not found"):
-        tc.load(moved, _options(), device="cpu")
+        cuda_runtime.load(moved, _options(), device="cpu")
     junk = tmp_path / "junk.pt2"
     junk.write_bytes(b"not a zip")
     with pytest.raises(InputError, match="torch.export.load cannot read"):
-        tc.load(replace_path(artifacts["fp32"], junk), _options(), device="cpu")
+        cuda_runtime.load(replace_path(artifacts["fp32"], junk), _options(), device="cpu")
 
 
 def replace_path(artifact, path):
@@ -250,7 +252,7 @@ def test_gpu_script_dry_run_covers_every_mode(tmp_path):
                                                ("fp16", "cudagraphs"), ("fp16", "max")])
 def test_gpu_rollout_matches_cpu_fp32(model, artifacts, precision, preset):
     artifact = artifacts[precision]
-    runner = tc.load(artifact, _options(device="cuda", mode=preset))
+    runner = cuda_runtime.load(artifact, _options(device="cuda", mode=preset))
     if precision == "fp32":
         status = tc.tf32_status()
         assert status["cudnn.allow_tf32"] is False and status["cuda.matmul.allow_tf32"] is False, status
@@ -262,7 +264,7 @@ def test_gpu_rollout_matches_cpu_fp32(model, artifacts, precision, preset):
 @pytest.mark.gpu
 @needs_gpu
 def test_gpu_graph_replay_resets_exactly(artifacts):
-    stream = tc.load(artifacts["fp16"], _options(device="cuda", mode="cudagraphs")).stream(SMALL)
+    stream = cuda_runtime.load(artifacts["fp16"], _options(device="cuda", mode="cudagraphs")).stream(SMALL)
     frames = list(MovingScene(SMALL.width, SMALL.height, 3, seed=9))
     first = [stream.step(f) for f in frames]
     stream.reset()

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 
-from model import MattingNetwork, state_shapes, suggested_downsample_ratio
+from model import MattingNetwork, state_shapes
 
 COMBOS = [(v, r) for v in ("mobilenetv3", "resnet50") for r in ("deep_guided_filter", "fast_guided_filter")]
 
@@ -111,7 +110,3 @@ def test_batch_of_two_equals_two_batches_of_one(golden_model):
     assert float((pha[:1] - pha0).abs().max()) <= 1e-5
 
 
-@pytest.mark.parametrize("height,width,expected", [(1080, 1920, 512 / 1920), (288, 512, 1.0), (2160, 3840, 512 / 3840),
-                                                   (100, 100, 1.0), (1920, 1080, 512 / 1920)])
-def test_suggested_ratio(height, width, expected):
-    assert suggested_downsample_ratio(height, width) == pytest.approx(expected)

@@ -9,14 +9,16 @@ import pytest
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
-from rvm_export.errors import ToleranceError, UsageError  # noqa: E402
+from rvm_export.core.errors import ToleranceError, UsageError  # noqa: E402
 from rvm_export.parity import compare_rollout  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import OUTPUT_NAMES, Bucket, IOSpec, Layout, Precision  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import Bucket  # noqa: E402
+from rvm_export.core.names import OUTPUT_NAMES  # noqa: E402
+from rvm_export.core.spec import Layout, Precision  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
 from targets import onnx as onnx_target  # noqa: E402
-from targets.base import ExportRequest, RuntimeOptions  # noqa: E402
+from rvm_export.core.request import ExportRequest, RuntimeOptions  # noqa: E402
 
 pytestmark = pytest.mark.onnx
 OPTIONS = RuntimeOptions(threads=2)
@@ -206,17 +208,15 @@ def test_foreign_onnx_with_original_names(golden_model, tmp_path):
 
 
 def test_missing_runtime_message(monkeypatch):
-    import builtins
+    """A toolchain module that cannot be found is named with the install line (and export refuses with exit 3)."""
+    import rvm_export.core.target as target_core
+    from rvm_export.core.errors import MissingRuntimeError
 
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name == "onnxruntime":
-            raise ImportError("No module named 'onnxruntime'", name="onnxruntime")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    assert "pip install 'rvm-export[onnx]'" in onnx_target.missing()
+    real = target_core.find_spec
+    monkeypatch.setattr(target_core, "find_spec", lambda name: None if name == "onnxruntime" else real(name))
+    assert onnx_target.missing() == "onnxruntime not installed: pip install 'rvm-export[onnx]'"
+    with pytest.raises(MissingRuntimeError, match=r"pip install 'rvm-export\[onnx\]'"):
+        onnx_target.DESCRIPTION.require()
 
 
 @pytest.mark.slow

@@ -11,14 +11,18 @@ import pytest
 ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from rvm_export.errors import ExportFailedError, InputError, UsageError  # noqa: E402
+from rvm_export.core.errors import ExportFailedError, InputError, MissingRuntimeError, UsageError  # noqa: E402
 from rvm_export.parity import compare_rollout  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import OUTPUT_NAMES, STATE_PAIRS, Bucket, IOSpec, Layout, Precision  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import Bucket  # noqa: E402
+from rvm_export.core.names import OUTPUT_NAMES, STATE_PAIRS  # noqa: E402
+from rvm_export.core.spec import IOSpec, Layout, Precision  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
 from targets import openvino as ovt  # noqa: E402
-from targets.base import ArrayStream, ExportRequest, RuntimeOptions  # noqa: E402
+from targets.openvino import runtime as ovt_runtime  # noqa: E402
+from rvm_export.core.request import ExportRequest, RuntimeOptions  # noqa: E402
+from rvm_export.core.runner import ArrayStream  # noqa: E402
 
 pytestmark = pytest.mark.openvino
 OPTIONS = RuntimeOptions(threads=2)
@@ -32,7 +36,8 @@ HAS_BF16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 def _request(model, buckets, dynamic, precision=Precision.FP32, stateful=True, **kwargs):
     return ExportRequest(model.variant, model.refiner_name, tuple(buckets), dynamic, precision,
-                         options={"stateful": stateful}, checkpoint_sha256="cd" * 32, checkpoint_label="golden",
+                         options=ovt.OpenVinoOptions(stateful=stateful), checkpoint_sha256="cd" * 32,
+                         checkpoint_label="golden",
                          **kwargs)
 
 
@@ -68,7 +73,7 @@ def static_int8(golden_model, tmp_path_factory):
 
 # -- contract -----------------------------------------------------------------------------------------------------
 def test_contract_names_and_metadata_in_the_ir(dynamic_fp32, static_fp32):
-    model = ov.Core().read_model(str(ovt._xml_path(dynamic_fp32["dynamic"].path)))
+    model = ov.Core().read_model(str(ovt_runtime.xml_path(dynamic_fp32["dynamic"].path)))
     assert [p.get_any_name() for p in model.inputs] == ["src", "r1i", "r2i", "r3i", "r4i", "downsample_ratio"]
     assert [p.get_any_name() for p in model.outputs] == list(OUTPUT_NAMES)
     meta = ovt.read_contract(dynamic_fp32["dynamic"].path)
@@ -76,7 +81,7 @@ def test_contract_names_and_metadata_in_the_ir(dynamic_fp32, static_fp32):
                                                                                        "deep_guided_filter").to_dict()))
     assert meta["rvm_export.checkpoint_sha256"] == "cd" * 32
     assert meta["rvm_export.inference_precision"] == "f32" and meta["rvm_export.precision"] == "fp32"
-    static = ov.Core().read_model(str(ovt._xml_path(static_fp32["static"].path)))
+    static = ov.Core().read_model(str(ovt_runtime.xml_path(static_fp32["static"].path)))
     assert [p.get_any_name() for p in static.inputs] == ["src", "r1i", "r2i", "r3i", "r4i"]  # ratio folded
     assert all(p.get_partial_shape().is_static for p in (*static.inputs, *static.outputs))
     assert [list(p.get_shape()) for p in static.outputs][:2] == [[1, 3, 135, 241], [1, 1, 135, 241]]
@@ -121,7 +126,7 @@ def test_static_phases_tail_has_no_full_resolution_resize(golden_model, tmp_path
     coefficients by fixed row/column blends (targets/refiner_tail.py), with PyTorch's numbers."""
     artifact = _export(golden_model, tmp_path_factory, "ov_phases", (bucket,), False, stateful=False)["static"]
     assert artifact.details["refiner_tail"].startswith("phases")
-    model = ov.Core().read_model(str(ovt._xml_path(artifact.path)))
+    model = ov.Core().read_model(str(ovt_runtime.xml_path(artifact.path)))
     resized_to_full = [op for op in model.get_ordered_ops() if op.get_type_name() == "Interpolate"
                        and tuple(op.get_output_shape(0))[2:] == (bucket.height, bucket.width)]
     assert not resized_to_full
@@ -141,7 +146,7 @@ def test_fast_guided_filter(golden_fgf_model, golden_fgf_npz, tmp_path_factory):
 
 def test_zero_copy_stream_equals_plain_runs(dynamic_fp32):
     runner = ovt.load(dynamic_fp32["dynamic"], OPTIONS)
-    fast, plain = runner.stream(ODD), ArrayStream(runner, runner.spec, ODD)
+    fast, plain = runner.stream(ODD), ArrayStream(runner.run, runner.spec, ODD)
     for frame in MovingScene(ODD.width, ODD.height, 4, seed=3):
         a = {k: np.array(v) for k, v in fast.step(frame).items()}
         b = plain.step(frame)
@@ -152,7 +157,8 @@ def test_zero_copy_stream_equals_plain_runs(dynamic_fp32):
 def test_fp16_weights_halve_the_file_and_stay_in_tolerance(golden_model, dynamic_fp32, tmp_path_factory):
     fp16 = _export(golden_model, tmp_path_factory, "ov_fp16", (SMALL,), True, Precision.FP16,
                    stateful=False)["dynamic"]
-    half, full = (ovt._xml_path(a.path).with_suffix(".bin").stat().st_size for a in (fp16, dynamic_fp32["dynamic"]))
+    half, full = (ovt_runtime.xml_path(a.path).with_suffix(".bin").stat().st_size
+                  for a in (fp16, dynamic_fp32["dynamic"]))
     assert 0.45 < half / full < 0.55
     report = _parity(golden_model, fp16, SMALL)
     report.raise_if_failed()
@@ -185,7 +191,7 @@ def test_dynamic_bf16_is_refused_at_export_and_at_load(golden_model, dynamic_fp3
     with pytest.raises(UsageError, match="bf16 needs a static IR"):
         ovt.check_request(_request(golden_model, (SMALL,), True, Precision.BF16))
     ovt.check_request(_request(golden_model, (SMALL,), False, Precision.BF16))  # static bf16 is fine
-    assert not ovt.supports_dynamic(Precision.BF16) and ovt.supports_dynamic(Precision.FP32)
+    assert not ovt.DESCRIPTION.can_be_dynamic(Precision.BF16) and ovt.DESCRIPTION.can_be_dynamic(Precision.FP32)
     with pytest.raises(UsageError, match="bf16 needs a static IR"):
         ovt.load(dynamic_fp32["dynamic"], RuntimeOptions(threads=2, inference_precision="bf16"))
 
@@ -233,7 +239,7 @@ def test_int8_alpha_quality_and_float_scope(golden_model, static_int8):
     report = _parity(golden_model, static_int8["static"], SMALL)
     report.raise_if_failed()  # judged by pha MAD and fgr MAD against PyTorch fp32
     assert report.pha_mad <= 1.5e-2 and report.max_abs > 1e-3  # really quantised
-    model = ov.Core().read_model(str(ovt._xml_path(static_int8["static"].path)))
+    model = ov.Core().read_model(str(ovt_runtime.xml_path(static_int8["static"].path)))
     convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
     fq_input = {op.get_friendly_name(): op.input_value(0).get_node().get_type_name() == "FakeQuantize"
                 for op in convs}
@@ -271,14 +277,15 @@ def test_int8_stateful_equals_stateless_and_keeps_states_opaque(static_int8):
     ({"opset": 11}, "opset 13..21"),
     ({"buckets": ()}, "at least one --resolution"),
     ({"options": {"statefull": True}}, "unknown openvino option.*statefull.*stateful:"),
-    ({"options": {"stateful": "yes"}}, "true or false"),
-    ({"precision": Precision.INT8, "calibration_frames": 2}, "at least 4 calibration frames"),
+    ({"options": {"stateful": "maybe"}}, "true or false"),
+    ({"precision": Precision.INT8, "calibration_frames": 2}, "calibration needs at least 4 frames"),
 ], ids=["nhwc", "opset", "no-bucket", "unknown-option", "option-type", "calibration"])
 def test_check_request_refuses_with_a_reason(change, message):
     fields = dict(variant="mobilenetv3", refiner="deep_guided_filter", buckets=(SMALL,), dynamic=True,
                   precision=Precision.FP32)
     fields.update(change)
     with pytest.raises(UsageError, match=message):
+        fields["options"] = ovt.OpenVinoOptions.parse("openvino", fields.get("options"))
         ovt.check_request(ExportRequest(**fields))
 
 
@@ -297,8 +304,8 @@ def test_precision_the_device_lacks_is_refused():
         def get_property(self, device, key):
             return ["FP32", "INT8"] if key == "OPTIMIZATION_CAPABILITIES" else "Old CPU"
 
-    with pytest.raises(UsageError, match="cannot run inference precision bf16: its capabilities are FP32, INT8"):
-        ovt._check_precision_support(FakeCore(), "CPU", "bf16")
+    with pytest.raises(MissingRuntimeError, match="cannot run inference precision bf16: its capabilities are FP32"):
+        ovt_runtime.check_precision_support(FakeCore(), "CPU", "bf16")
 
 
 def test_static_ir_refuses_another_bucket(static_fp32):
@@ -308,11 +315,11 @@ def test_static_ir_refuses_another_bucket(static_fp32):
 
 def test_broken_artifact_directories_are_named(dynamic_fp32, tmp_path):
     with pytest.raises(InputError, match="exactly one OpenVINO .xml"):
-        ovt._xml_path(tmp_path)
-    xml = ovt._xml_path(dynamic_fp32["dynamic"].path)
+        ovt_runtime.xml_path(tmp_path)
+    xml = ovt_runtime.xml_path(dynamic_fp32["dynamic"].path)
     (tmp_path / xml.name).write_bytes(xml.read_bytes())
     with pytest.raises(InputError, match="no weights file"):
-        ovt._xml_path(tmp_path)
+        ovt_runtime.xml_path(tmp_path)
 
 
 def test_failed_save_leaves_nothing_behind(golden_model, tmp_path, monkeypatch):

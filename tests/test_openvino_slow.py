@@ -8,12 +8,14 @@ ov = pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 from rvm_export.parity import ParityReport, compare_many  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import OUTPUT_NAMES, Bucket, Precision  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import Bucket  # noqa: E402
+from rvm_export.core.names import OUTPUT_NAMES  # noqa: E402
+from rvm_export.core.spec import Precision  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
 from targets import openvino as ovt  # noqa: E402
-from targets.base import ExportRequest, RuntimeOptions  # noqa: E402
+from rvm_export.core.request import ExportRequest, RuntimeOptions  # noqa: E402
 
 pytestmark = [pytest.mark.openvino, pytest.mark.slow]
 HD = Bucket(1920, 1080, 0.25)
@@ -38,7 +40,8 @@ def reports(golden_model, tmp_path_factory):
         if precision == Precision.BF16 and not HAS_BF16:
             continue
         request = ExportRequest(golden_model.variant, golden_model.refiner_name, (HD,), dynamic, precision,
-                                options={"stateful": precision == Precision.FP32}, calibration_frames=32)
+                                options=ovt.OpenVinoOptions(stateful=precision == Precision.FP32),
+                                calibration_frames=32)
         for artifact in ovt.export(golden_model, request, out / f"{precision.value}_{dynamic}"):
             artifacts[(precision, dynamic, artifact.flavour)] = artifact
     candidates, ids = [], []

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from model import MattingNetwork
-from rvm_export.scene import MovingScene
-from rvm_export.spec import Bucket
-from targets.resample import (describe_downsample, dynamic_downsample, reciprocal_is_exact, slice_plan,
+from rvm_export.core.rollout import MovingScene
+from rvm_export.core.bucket import Bucket
+from targets.traced.resample import (describe_downsample, dynamic_downsample, reciprocal_is_exact, slice_plan,
                               static_downsample)
 
 CASES = [(1280, 720, 0.375), (512, 288, 0.375), (1280, 720, 0.3375), (1280, 720, 0.6), (241, 135, 0.37),

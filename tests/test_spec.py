@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from rvm_export.errors import UsageError
-from rvm_export.spec import (INPUT_NAMES, OUTPUT_NAMES, Bucket, IOSpec, Layout, lowres_hw, parse_bucket,
-                             recommended_ratio)
+from rvm_export.core.errors import UsageError
+from rvm_export.core.bucket import Bucket, lowres_hw, parse_bucket, recommended_ratio
+from rvm_export.core.names import INPUT_NAMES, OUTPUT_NAMES
+from rvm_export.core.spec import IOSpec, Layout
 
 
 def test_dynamic_axes_have_unique_names_per_tensor():

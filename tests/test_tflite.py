@@ -16,14 +16,17 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")
 
-from rvm_export.errors import ExportFailedError, InputError, UsageError  # noqa: E402
+from rvm_export.core.errors import ExportFailedError, InputError, UsageError  # noqa: E402
 from rvm_export.parity import compare_rollout  # noqa: E402
-from rvm_export.reference import TorchStream  # noqa: E402
-from rvm_export.scene import MovingScene  # noqa: E402
-from rvm_export.spec import OUTPUT_NAMES, STATE_PAIRS, Bucket, IOSpec, Layout, Precision  # noqa: E402
+from rvm_export.core.rollout import TorchStream  # noqa: E402
+from rvm_export.core.rollout import MovingScene  # noqa: E402
+from rvm_export.core.bucket import Bucket  # noqa: E402
+from rvm_export.core.names import OUTPUT_NAMES, STATE_PAIRS  # noqa: E402
+from rvm_export.core.spec import IOSpec, Layout, Precision  # noqa: E402
 from rvm_export.tolerances import tolerance_for  # noqa: E402
 from targets import tflite  # noqa: E402
-from targets.base import ExportRequest, RuntimeOptions  # noqa: E402
+from targets.traced.rewrites import export_friendly  # noqa: E402
+from rvm_export.core.request import ExportRequest, RuntimeOptions  # noqa: E402
 
 pytestmark = pytest.mark.tflite
 
@@ -40,7 +43,8 @@ VARIANTS = [("fp32", "fp32", {}), ("fp16", "fp16", {}), ("int8-dynamic", "int8",
 
 def _request(bucket=SMALL, precision="fp32", layout=Layout.NHWC, dynamic=False, options=None, frames=16):
     return ExportRequest("mobilenetv3", "deep_guided_filter", (bucket,) if bucket else (), dynamic,
-                         Precision(precision), layout, options=options or {}, calibration_frames=frames)
+                         Precision(precision), layout, options=tflite.TfliteOptions.parse("tflite", options),
+                         calibration_frames=frames)
 
 
 def _parity(model, artifact, bucket, frames=FRAMES):
@@ -103,7 +107,7 @@ def test_inexact_bucket_refused_with_nearest_values(bucket, suggestions):
 @pytest.mark.parametrize("options, precision, pattern", [
     ({"int8_mode": "full"}, "fp32", r"int8_mode only applies to --precision int8"),
     ({"int8_mode": "weights"}, "int8", r"int8_mode must be one of dynamic, full.*'weights'"),
-    ({"quantise": True}, "fp32", r"does not know option\(s\) quantise; it takes: int8_mode.*exact_resize"),
+    ({"quantise": True}, "fp32", r"unknown tflite option\(s\) quantise; known: int8_mode.*exact_resize"),
     ({"exact_resize": 3}, "fp32", r"exact_resize must be true or false, got 3"),
 ], ids=["mode-without-int8", "bad-mode", "unknown-option", "bad-exact-resize"])
 def test_options_refused(options, precision, pattern):
@@ -122,7 +126,7 @@ def test_pool_rewrite_matches_ceil_mode_pool():
     """The export-only pool equals nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False) at odd and even sizes."""
     import torch
 
-    from targets.tflite_rewrites import ceil_mode_pool
+    from targets.traced.rewrites import ceil_mode_pool
 
     reference = torch.nn.AvgPool2d(2, 2, count_include_pad=False, ceil_mode=True)
     rewrite = ceil_mode_pool()
@@ -135,7 +139,7 @@ def test_export_rewrites_are_undone(golden_model):
     import torch
 
     pool = golden_model.decoder.avgpool
-    with tflite.export_friendly(golden_model):
+    with export_friendly(golden_model):
         assert golden_model.decoder.avgpool is not pool
     assert golden_model.decoder.avgpool is pool
     assert isinstance(pool, torch.nn.AvgPool2d)
@@ -177,7 +181,7 @@ def test_full_int8_keeps_stated_scopes_float(small_artifacts):
 
 
 def test_float_scope_that_matches_nothing_is_an_error(golden_model, small_artifacts):
-    from targets.tflite_quant import quantize
+    from targets.tflite.quantize import quantize
 
     spec = IOSpec("mobilenetv3", "deep_guided_filter", SMALL, layout=Layout.NHWC)
     fp32, _ = tflite.convert_fp32(golden_model, spec)  # cached by the fixture's export
@@ -238,7 +242,7 @@ def test_load_path_reads_contract_and_matches(small_artifacts):
 
 
 def test_failed_export_leaves_no_file(golden_model, tmp_path, monkeypatch):
-    import targets.tflite_quant as quant
+    import targets.tflite.quantize as quant
 
     def broken(*args, **kwargs):
         raise ExportFailedError("simulated quantizer failure")

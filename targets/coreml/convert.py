@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from rvm_export.atomic import atomic_path
-from rvm_export.errors import ExportFailedError
-from rvm_export.metadata import LICENSE_NOTE, artifact_metadata
-from rvm_export.spec import FRAME_OUTPUTS, STATE_INPUTS, STATE_OUTPUTS, STATE_RULE, IOSpec, Precision
-from targets.contract import StaticContract
+from rvm_export.core.atomic import atomic_path
+from rvm_export.core.errors import ExportFailedError
+from rvm_export.core.metadata import LICENSE_NOTE, artifact_metadata
+from rvm_export.core.names import FRAME_OUTPUTS, SRC, STATE_INPUTS, STATE_OUTPUTS
+from rvm_export.core.spec import IOSpec, Precision, StateVariable
+from targets.traced.contract import StaticContract
 
-from .options import CoreMLOptions
+from .options import CoreMLPlan
 from .wrappers import StatefulContract, state_buffers
 
-__all__ = ["convert_bucket", "save_package", "describe_model", "stateful_extra", "program_ops", "AUTHOR",
+__all__ = ["convert_bucket", "save_package", "describe_model", "coreml_spec", "program_ops", "AUTHOR",
            "IMAGE_SCALE"]
 
 AUTHOR = "rvm-export (Robust Video Matting: Lin, Yang, Saleemi, Sengupta, arXiv 2108.11515)"
@@ -38,21 +39,26 @@ def _np_dtype(io_dtype: str):
     return np.float16 if io_dtype == "float16" else np.float32
 
 
-def stateful_extra(spec: IOSpec, storage: str) -> dict[str, Any]:
-    """Manifest entries that replace the stateless contract's inputs/outputs for a stateful package."""
-    b = spec.bucket
-    shapes = spec.concrete_state_shapes(b)
-    inputs = [t.to_dict() for t in spec.inputs if t.name == "src"]
-    outputs = [t.to_dict() for t in spec.outputs if t.name in FRAME_OUTPUTS]
-    states = [{"name": name, "shape": list(shapes[key + "i"]), "dtype": "float16",
-               "holds": key + (" (high half)" if name.endswith("_hi") else " (low half: r - hi)"
-                               if name.endswith("_lo") else "")}
-              for key, names in state_buffers(storage).items() for name in names]
-    rule = ("States live in the model (Core ML MLState, iOS 18 / macOS 15). A new state (make_state()) is all zeros: "
-            "use one per clip and make a new one after a cut or a size change. Core ML states are float16; "
-            + ("this fp32 program stores each state as two float16 halves (hi + lo, ~22 significant bits)."
-               if storage == "split" else "each state is one float16 tensor."))
-    return {"inputs": inputs, "outputs": outputs, "states": states, "state_storage": storage, "state_rule": rule}
+def coreml_spec(variant: str, refiner: str, bucket, opts: CoreMLPlan, stateful: bool) -> IOSpec:
+    """The contract of one bucket's package or function: float32 (or float16) tensors, ``src`` as an image with
+    ``image_input``, and for a stateful package the Core ML states it keeps inside (float16; an fp32 program's
+    ``split`` storage keeps two halves per state)."""
+    image_inputs = (SRC,) if opts.image_input else ()
+    notes = {"io_note": "float16 I/O: the fed-back states are rounded to float16 at every frame"} \
+        if opts.io_dtype == "float16" and not stateful else {}
+    plain = IOSpec(variant, refiner, bucket, io_dtype=opts.io_dtype, image_inputs=image_inputs, notes=notes)
+    if not stateful:
+        return plain
+    shapes = plain.concrete_state_shapes(bucket)
+    variables = tuple(
+        StateVariable(name, f"{key}i/{key}o" + {"hi": ", high float16 half", "lo": ", low float16 half (r - hi)"}
+                      .get(name.partition("_")[2], ""), tuple(shapes[key + "i"]), "float16")
+        for key, names in state_buffers(opts.state_storage).items() for name in names)
+    storage = ("this fp32 program stores each state as two float16 halves (hi + lo, ~22 significant bits)"
+               if opts.state_storage == "split" else "each state is one float16 tensor")
+    return replace(plain, states="internal", state_variables=variables,
+                   state_reset=f"a new state (MLModel.makeState / make_state(); Core ML states are float16: "
+                               f"{storage})", notes={"state_storage": opts.state_storage})
 
 
 def _trace(wrapper, example):
@@ -66,20 +72,20 @@ def _trace(wrapper, example):
             raise ExportFailedError(f"torch.jit.trace failed: {exc}") from exc
 
 
-def convert_bucket(model, spec: IOSpec, precision: Precision, opts: CoreMLOptions, stateful: bool):
+def convert_bucket(model, spec: IOSpec, precision: Precision, opts: CoreMLPlan, stateful: bool):
     """Trace and convert one bucket; returns the (unsaved) ``ct.models.MLModel``."""
     import coremltools as ct
 
-    from targets.contract import example_inputs
+    from targets.traced.contract import example_inputs
 
     bucket = spec.bucket
     examples = example_inputs(spec, bucket)
     io_np = _np_dtype(opts.io_dtype)
     if opts.image_input:
-        src_type = ct.ImageType(name="src", shape=tuple(examples[0].shape), scale=IMAGE_SCALE,
+        src_type = ct.ImageType(name=SRC, shape=tuple(examples[0].shape), scale=IMAGE_SCALE,
                                 color_layout=ct.colorlayout.RGB)
     else:
-        src_type = ct.TensorType(name="src", shape=tuple(examples[0].shape), dtype=io_np)
+        src_type = ct.TensorType(name=SRC, shape=tuple(examples[0].shape), dtype=io_np)
     if stateful:
         wrapper = StatefulContract(model, spec, opts.state_storage).eval()
         traced = _trace(wrapper, examples[:1])
@@ -109,11 +115,10 @@ def convert_bucket(model, spec: IOSpec, precision: Precision, opts: CoreMLOption
     return mlmodel
 
 
-def _check_interface(mlmodel, spec: IOSpec, opts: CoreMLOptions, stateful: bool) -> None:
+def _check_interface(mlmodel, spec: IOSpec, opts: CoreMLPlan, stateful: bool) -> None:
     """The converted description must be the contract: names, shapes, dtypes. Raises ExportFailedError."""
     desc = mlmodel.get_spec().description
-    want_in = ["src"] if stateful else ["src", *STATE_INPUTS]
-    want_out = list(FRAME_OUTPUTS) if stateful else [*FRAME_OUTPUTS, *STATE_OUTPUTS]
+    want_in, want_out = list(spec.input_names), list(spec.output_names)
     got_in = [f.name for f in desc.input]
     got_out = [f.name for f in desc.output]
     if got_in != want_in or got_out != want_out:
@@ -142,16 +147,16 @@ def program_ops(mlmodel) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _feature_texts(spec: IOSpec, opts: CoreMLOptions, stateful: bool) -> dict[str, str]:
+def _feature_texts(spec: IOSpec, opts: CoreMLPlan, stateful: bool) -> dict[str, str]:
     b = spec.bucket
     h, w = b.lowres
     baked = f"downsample_ratio {b.ratio:g} is baked in: the network runs at {w}x{h}"
     dtype = opts.io_dtype
     texts: dict[str, str] = {}
     if opts.image_input:
-        texts["src"] = f"RGB image {b.width}x{b.height}, 8-bit pixels scaled by 1/255 inside the model; {baked}"
+        texts[SRC] = f"RGB image {b.width}x{b.height}, 8-bit pixels scaled by 1/255 inside the model; {baked}"
     else:
-        texts["src"] = f"RGB frame, {dtype} [1,3,{b.height},{b.width}] in [0, 1]; {baked}"
+        texts[SRC] = f"RGB frame, {dtype} [1,3,{b.height},{b.width}] in [0, 1]; {baked}"
     texts["fgr"] = f"foreground RGB in [0, 1], {dtype} [1,3,{b.height},{b.width}]"
     texts["pha"] = f"alpha matte in [0, 1], {dtype} [1,1,{b.height},{b.width}]"
     if stateful:
@@ -165,7 +170,7 @@ def _feature_texts(spec: IOSpec, opts: CoreMLOptions, stateful: bool) -> dict[st
     return texts
 
 
-def describe_model(mlmodel, spec: IOSpec, precision: Precision, opts: CoreMLOptions, stateful: bool,
+def describe_model(mlmodel, spec: IOSpec, precision: Precision, opts: CoreMLPlan, stateful: bool,
                    checkpoint_sha256: str | None, checkpoint_label: str, flavour: str) -> dict[str, str]:
     """Author, version, licence, descriptions of every input/output/state, and the rvm_export metadata."""
     from rvm_export import __version__
@@ -189,8 +194,7 @@ def describe_model(mlmodel, spec: IOSpec, precision: Precision, opts: CoreMLOpti
     meta = artifact_metadata(spec, precision.value, checkpoint_sha256, checkpoint_label,
                              flavour=flavour, deployment_target=opts.deployment_target, compute=compute,
                              io_dtype=opts.io_dtype, downsample_ratio=f"{b.ratio:g}",
-                             image_input=opts.image_input, state_rule=STATE_RULE if not stateful else
-                             stateful_extra(spec, opts.state_storage)["state_rule"])
+                             image_input=opts.image_input, state_rule=spec.state_rule)
     if stateful:
         meta["rvm_export.state_storage"] = opts.state_storage
     for key, value in meta.items():

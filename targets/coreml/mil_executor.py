@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rvm_export.errors import InputError
+from rvm_export.core.errors import InputError
 
 from .mil_ops import EXACT_OPS, KERNELS, PREPARE, UnsupportedOpError
 from .multifunction import package_model_file
@@ -35,6 +35,7 @@ _SUBNORMAL_MAGIC = np.float32(0.75)  # in [0.5, 1) float32 steps are 2**-24, flo
 
 @dataclass(frozen=True)
 class FeatureInfo:
+    """One input, output or state of a MIL function as its model description declares it."""
     name: str  # feature name in the model description
     kind: str  # "tensor" | "image" | "state"
     shape: tuple[int, ...]  # fixed shape

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from rvm_export.errors import ExportFailedError
+from rvm_export.core.errors import ExportFailedError
 
 __all__ = ["KERNELS", "PREPARE", "EXACT_OPS", "UnsupportedOpError", "ConvWeights", "conv", "upsample_bilinear",
            "avg_pool"]
@@ -172,6 +172,8 @@ class ConvWeights:
 
 
 def conv(x, weight, bias=None, strides=(1, 1), pad_type="valid", pad=(0, 0, 0, 0), dilations=(1, 1), groups=1):
+    """MIL ``conv``: NCHW float32 ``x`` [N, C, H, W] with ``weight`` [O, C/groups, kh, kw]; im2col + one matmul
+    per group (depthwise: one multiply-add per tap). Raises UnsupportedOpError for a setting it does not implement."""
     x = _f(x)
     if x.ndim != 4:
         raise UnsupportedOpError(f"conv on a rank-{x.ndim} input (only 2-D convolutions are implemented)")
@@ -254,6 +256,7 @@ def _pool(x, geometry, reduce: Callable[[np.ndarray, np.ndarray], np.ndarray]):
 
 def avg_pool(x, kernel_sizes, strides, pad_type="valid", pad=(0, 0, 0, 0), exclude_padding_from_average=False,
              ceil_mode=False):
+    """MIL ``avg_pool`` of NCHW float32 ``x`` (ceil mode and exclude-padding as the program sets them)."""
     x = _f(x)
     geometry, pads, (extra_b, extra_r) = _pool_geometry(x, kernel_sizes, strides, pad_type, pad, ceil_mode)
     full = (pads[0], pads[1] + extra_b, pads[2], pads[3] + extra_r)
@@ -304,6 +307,8 @@ def _lerp(x: np.ndarray, axis: int, lo, hi, weight: np.ndarray) -> np.ndarray:
 
 def upsample_bilinear(x, scale_factor_height=1.0, scale_factor_width=1.0, align_corners=True,
                       half_pixel_centers=None):
+    """MIL ``upsample_bilinear`` of NCHW float32 ``x`` by its scale factors (separable gathers); only the
+    half-pixel (align_corners=False) mode this network uses, else UnsupportedOpError."""
     x = _f(x)
     h, w = x.shape[-2:]
     ho = int(math.floor(h * float(np.float32(scale_factor_height))))

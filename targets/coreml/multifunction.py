@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from rvm_export.atomic import atomic_path
-from rvm_export.errors import ExportFailedError, InputError
-from rvm_export.spec import Bucket
+from rvm_export.core.atomic import atomic_path
+from rvm_export.core.errors import ExportFailedError, InputError
+from rvm_export.core.bucket import Bucket
 
 __all__ = ["function_name", "combine", "package_model_file", "write_model_metadata"]
 

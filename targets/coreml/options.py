@@ -1,6 +1,7 @@
-"""What a CoreML export can be asked for, and what each deployment target can express.
+"""What a CoreML export can be asked for (:class:`CoreMLOptions`), and what each deployment target can express
+(:func:`resolve_options` turns the options and the precision into a :class:`CoreMLPlan`).
 
-``request.options`` keys (all optional; the CLI passes them as ``--option coreml.KEY=VALUE``):
+Keys (all optional; the CLI passes them as ``--option coreml.KEY=VALUE``):
 
 - ``deployment_target``: ``iOS15``..``iOS18``, ``iOS26``, ``macOS12``..``macOS15``, ``macOS26`` (also tvOS/watchOS/
   names). Default ``iOS16``, or ``iOS18`` when ``multifunction`` or ``stateful`` is asked for (they need it).
@@ -22,13 +23,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Literal
 
-from rvm_export.errors import UsageError
-from rvm_export.spec import Bucket, Layout
+from rvm_export.core.bucket import Bucket
+from rvm_export.core.errors import UsageError
+from rvm_export.core.options import TargetOptions, option
 
-__all__ = ["CoreMLOptions", "parse_options", "check_buckets", "DEPLOYMENT_TARGETS", "COMPUTE_UNITS",
-           "spec_version_of", "IOS16_SPEC", "IOS18_SPEC"]
+__all__ = ["CoreMLOptions", "CoreMLPlan", "resolve_options", "check_buckets", "DEPLOYMENT_TARGETS", "COMPUTE_UNITS",
+           "IOS16_SPEC", "IOS18_SPEC"]
 
 IOS15_SPEC, IOS16_SPEC, IOS17_SPEC, IOS18_SPEC, IOS26_SPEC = 6, 7, 8, 9, 10
 # name -> Core ML specification version (what coremltools' ct.target aliases resolve to).
@@ -42,16 +44,29 @@ DEPLOYMENT_TARGETS: dict[str, int] = {
 }
 _TOO_OLD = {"iOS13", "iOS14", "macOS10_15", "macOS10_16", "macOS11", "tvOS13", "tvOS14", "watchOS6", "watchOS7"}
 COMPUTE_UNITS = ("cpu_only", "all", "cpu_and_gpu", "cpu_and_ne")
-_KNOWN = ("deployment_target", "image_input", "multifunction", "stateful", "state_storage", "io_dtype",
-          "compute_units")
-
-
-def spec_version_of(target: str) -> int:
-    return DEPLOYMENT_TARGETS[target]
 
 
 @dataclass(frozen=True)
-class CoreMLOptions:
+class CoreMLOptions(TargetOptions):
+    """``--option coreml.KEY=VALUE`` as given (see the module docstring); :func:`resolve_options` checks them
+    together with the precision."""
+
+    deployment_target: str | None = option(None, "iOS15..iOS18, iOS26, macOS12..macOS15, macOS26 (tvOS/watchOS "
+                                                 "names too); default iOS16, iOS18 with multifunction or stateful")
+    image_input: bool = option(False, "src as an RGB image (pixel buffer) scaled by 1/255 inside the model")
+    multifunction: bool = option(False, "one package with one function per bucket, weights shared (iOS 18)")
+    stateful: bool = option(False, "also write stateful packages (states inside the model, iOS 18)")
+    state_storage: Literal["split", "fp16"] | None = option(
+        None, "stateful fp32 programs: 'split' (two float16 halves per state, default) or 'fp16'")
+    io_dtype: Literal["float32", "float16"] = option("float32", "dtype of every tensor input/output")
+    compute_units: Literal["cpu_only", "all", "cpu_and_gpu", "cpu_and_ne"] = option(
+        "cpu_only", "what the macOS parity check runs on when the runtime device is the default cpu")
+
+
+@dataclass(frozen=True)
+class CoreMLPlan:
+    """The options resolved against the precision: every default chosen, every combination checked."""
+
     deployment_target: str  # ct.target name; sets the spec version, hence which ops and types exist
     deployment_target_reason: str  # "asked for" or why the default was chosen (goes to the manifest)
     image_input: bool  # src is an RGB image scaled by 1/255 inside, for apps that feed pixel buffers
@@ -71,27 +86,13 @@ class CoreMLOptions:
                 "state_storage": self.state_storage, "io_dtype": self.io_dtype, "compute_units": self.compute_units}
 
 
-def _flag(options: Mapping[str, Any], key: str) -> bool:
-    value = options.get(key, False)
-    if isinstance(value, str) and value.lower() in ("true", "1", "yes", "false", "0", "no"):
-        return value.lower() in ("true", "1", "yes")
-    if not isinstance(value, bool):
-        raise UsageError(f"coreml option {key} must be true or false, got {value!r}")
-    return value
-
-
-def parse_options(options: Mapping[str, Any], precision: str) -> CoreMLOptions:
-    """Validate ``request.options``; every refusal names the option, the reason and what to use instead."""
-    unknown = sorted(set(options) - set(_KNOWN))
-    if unknown:
-        raise UsageError(f"unknown coreml option(s) {', '.join(unknown)}; known: {', '.join(_KNOWN)} "
-                         f"(see docs/coreml.md)")
-    image_input = _flag(options, "image_input")
-    multifunction = _flag(options, "multifunction")
-    stateful = _flag(options, "stateful")
+def resolve_options(options: CoreMLOptions, precision: str) -> CoreMLPlan:
+    """Check the options together with the precision and choose every default; every refusal (UsageError) names the
+    option, the reason and what to use instead."""
+    image_input, multifunction, stateful = options.image_input, options.multifunction, options.stateful
     needs18 = [name for name, on in (("multifunction", multifunction), ("stateful", stateful)) if on]
 
-    asked = options.get("deployment_target")
+    asked = options.deployment_target
     if asked is None:
         target = "iOS18" if needs18 else "iOS16"
         reason = f"default for {' and '.join(needs18)} (needs iOS 18)" if needs18 else "default"
@@ -110,36 +111,25 @@ def parse_options(options: Mapping[str, Any], precision: str) -> CoreMLOptions:
                 f"cannot express; use deployment_target=iOS18 (or macOS15), or drop {' and '.join(needs18)} to get "
                 f"one stateless package per bucket for {target}")
 
-    io_dtype = str(options.get("io_dtype", "float32"))
-    if io_dtype not in ("float32", "float16"):
-        raise UsageError(f"coreml io_dtype must be float32 or float16, got {io_dtype!r}")
+    io_dtype = options.io_dtype
     if io_dtype == "float16" and DEPLOYMENT_TARGETS[target] < IOS16_SPEC:
         raise UsageError(f"float16 model inputs/outputs need iOS16 / macOS13; deployment_target {target} only has "
                          f"float32 multi-arrays. Use io_dtype=float32 (the default) or deployment_target=iOS16")
 
-    storage = options.get("state_storage")
+    storage = options.state_storage
     if storage is None:
         storage = "split" if precision == "fp32" else "fp16"
-    if storage not in ("split", "fp16"):
-        raise UsageError(f"coreml state_storage must be 'split' (two float16 halves, near-fp32) or 'fp16', "
-                         f"got {storage!r}")
     if storage == "split" and precision != "fp32":
         raise UsageError("state_storage=split only makes sense for fp32 programs: an fp16 program already computes "
                          "its states in float16. Drop state_storage or use precision fp32")
-    if "state_storage" in options and not stateful:
+    if options.state_storage is not None and not stateful:
         raise UsageError("coreml state_storage applies to stateful packages only; add stateful=true or drop it")
 
-    units = str(options.get("compute_units", "cpu_only")).lower()
-    if units not in COMPUTE_UNITS:
-        raise UsageError(f"coreml compute_units must be one of {', '.join(COMPUTE_UNITS)}, got {units!r}")
-    return CoreMLOptions(target, reason, image_input, multifunction, stateful, storage, io_dtype, units)
+    return CoreMLPlan(target, reason, image_input, multifunction, stateful, storage, io_dtype, options.compute_units)
 
 
-def check_buckets(buckets: tuple[Bucket, ...], layout: Layout) -> None:
+def check_buckets(buckets: tuple[Bucket, ...]) -> None:
     """Refuse what a fixed-shape mlprogram cannot reproduce, with the valid alternatives."""
-    if layout != Layout.NCHW:
-        raise UsageError("coreml exports NCHW only (Core ML multi-arrays and image inputs are channel-first); "
-                         "drop --layout")
     if not buckets:
         raise UsageError("coreml needs at least one --resolution WxH@RATIO (each becomes a fixed-shape model or "
                          "a function of a multifunction package)")

@@ -20,8 +20,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from rvm_export.errors import InputError, MissingRuntimeError, UsageError
-from rvm_export.spec import STATE_INPUTS, STATE_PAIRS, Bucket
+from rvm_export.core.bucket import Bucket
+from rvm_export.core.errors import InputError, MissingRuntimeError, UsageError
+from rvm_export.core.names import SRC, STATE_INPUTS
+from rvm_export.core.runner import ArrayStream, Runner
 
 from .mil_executor import EXECUTOR_LABEL, MilProgram
 
@@ -39,13 +41,13 @@ def can_predict() -> bool:
 
 
 def function_for(artifact, bucket: Bucket) -> str:
-    """The package function that serves ``bucket`` (``main`` for a single-function package)."""
-    functions: Mapping[str, str] = artifact.details.get("functions") or {"main": artifact.buckets[0].label}
-    for name, label in functions.items():
-        if label == bucket.label:
+    """The package function that serves ``bucket`` (``main`` for a single-function package); UsageError if none."""
+    functions = artifact.spec.functions or (("main", artifact.buckets[0]),)
+    for name, served in functions:
+        if served == bucket:
             return name
     raise UsageError(f"{artifact.name} has no function for {bucket.label}; it serves "
-                     f"{', '.join(f'{n} ({b})' for n, b in functions.items())}")
+                     f"{', '.join(f'{n} ({b.label})' for n, b in functions)}")
 
 
 def _pixels(src: np.ndarray) -> np.ndarray:
@@ -61,11 +63,11 @@ def _blas_limit(threads: int | None):
     return ThreadpoolController(), threads
 
 
-class ExecutorRunner:
+class ExecutorRunner(Runner):
     """A package's MIL program on the reference executor (every function loaded once)."""
 
     # The pipeline's benchmark skips runners that say this: the executor's speed says nothing about an iPhone's.
-    not_timed = "the MIL program check runs NumPy on this machine, not Core ML; time the package on macOS/iOS"
+    untimed_reason = "the MIL program check runs NumPy on this machine, not Core ML; time the package on macOS/iOS"
 
     def __init__(self, artifact, threads: int | None = 1) -> None:
         self.artifact = artifact
@@ -90,8 +92,8 @@ class ExecutorRunner:
 
     def _feeds(self, function, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {k: v for k, v in feeds.items() if k in function.inputs}
-        if self.image_input and "src" in out:
-            out["src"] = _pixels(out["src"])
+        if self.image_input and SRC in out:
+            out[SRC] = _pixels(out[SRC])
         return out
 
     def run(self, feeds: Mapping[str, np.ndarray], function: str | None = None, state=None) -> dict[str, np.ndarray]:
@@ -107,35 +109,31 @@ class ExecutorRunner:
         return ExecutorStream(self, function_for(self.artifact, bucket), bucket)
 
 
-class ExecutorStream:
-    """Stateless: states stay the executor's arrays between frames. Stateful: the StateStore keeps them."""
+class ExecutorStream(ArrayStream):
+    """Stateless: states stay the executor's arrays (in the function's own dtypes) between frames. Stateful: the
+    StateStore keeps them, and ``reset()`` zeroes it."""
 
     def __init__(self, runner: ExecutorRunner, function: str, bucket: Bucket) -> None:
         self.runner = runner
         self.function = runner.program.function(function)
-        self.bucket = bucket
         self.state = runner.make_state(function) if self.function.states else None
-        self.states: dict[str, np.ndarray] = {}
-        self.reset()
+        super().__init__(self._run, runner.artifact.spec, bucket, self._zeros)
 
-    def reset(self) -> None:
+    def _zeros(self) -> dict[str, np.ndarray]:
         if self.state is not None:
             self.state.reset()
-            return
+            return {}
         dtypes = {"fp16": np.float16, "fp32": np.float32}
-        self.states = {name: np.zeros(info.shape, dtypes[info.dtype]) for name, info in self.function.inputs.items()
-                       if name != "src"}
+        return {name: np.zeros(info.shape, dtypes[info.dtype]) for name, info in self.function.inputs.items()
+                if name != SRC}
 
-    def step(self, src: np.ndarray) -> dict[str, np.ndarray]:
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {**feeds, SRC: np.asarray(feeds[SRC], np.float32)}  # pixels/values in float32; states as they are
         with self.runner._threads():
-            outputs = self.function.run({**self.runner._feeds(self.function, {"src": src}), **self.states},
-                                        self.state)
-        if self.state is None:
-            self.states = {inp: outputs[out] for out, inp in STATE_PAIRS}
-        return {name: value.astype(np.float32, copy=False) for name, value in outputs.items()}
+            return self.function.run(self.runner._feeds(self.function, feeds), self.state)
 
 
-class PredictRunner:
+class PredictRunner(Runner):
     """The Apple runtime through coremltools (macOS only)."""
 
     def __init__(self, artifact, compute_units: str) -> None:
@@ -167,16 +165,16 @@ class PredictRunner:
 
     def _feeds(self, feeds: Mapping[str, np.ndarray]) -> dict[str, Any]:
         out = dict(feeds)
-        if self.image_input and "src" in out:
+        if self.image_input and SRC in out:
             from PIL import Image
 
-            pixels = np.clip(np.rint(_pixels(out["src"])[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
-            out["src"] = Image.fromarray(pixels, "RGB")
+            pixels = np.clip(np.rint(_pixels(out[SRC])[0].transpose(1, 2, 0)), 0, 255).astype(np.uint8)
+            out[SRC] = Image.fromarray(pixels, "RGB")
         return out
 
     def run(self, feeds: Mapping[str, np.ndarray], function: str = "main", state=None) -> dict[str, np.ndarray]:
         model = self.model(function)
-        wanted = ("src",) if self.stateful else ("src", *STATE_INPUTS)
+        wanted = (SRC,) if self.stateful else (SRC, *STATE_INPUTS)
         values = model.predict(self._feeds({k: v for k, v in feeds.items() if k in wanted}),
                                **({"state": state} if state is not None else {}))
         return {k: np.asarray(v) for k, v in values.items()}
@@ -185,26 +183,23 @@ class PredictRunner:
         return PredictStream(self, function_for(self.artifact, bucket), bucket)
 
 
-class PredictStream:
+class PredictStream(ArrayStream):
+    """The Apple runtime frame by frame: states fed back as arrays, or kept in an ``MLState`` (stateful)."""
+
     def __init__(self, runner: PredictRunner, function: str, bucket: Bucket) -> None:
         self.runner = runner
         self.function = function
-        self.bucket = bucket
         self.model = runner.model(function)
         self.state = None
-        self.states: dict[str, np.ndarray] = {}
-        self.reset()
+        super().__init__(self._run, runner.artifact.spec, bucket, self._zeros)
 
-    def reset(self) -> None:
+    def _zeros(self) -> dict[str, np.ndarray]:
         if self.runner.stateful:
             self.state = self.model.make_state()  # new Core ML state buffers are zeros
-            return
+            return {}
         dtype = np.float16 if self.runner.artifact.details.get("io_dtype") == "float16" else np.float32
-        shapes = self.runner.artifact.spec.concrete_state_shapes(self.bucket)
-        self.states = {name: np.zeros(shape, dtype) for name, shape in shapes.items()}
+        return {name: np.zeros(shape, dtype) for name, shape in self.spec.concrete_state_shapes(self.bucket).items()}
 
-    def step(self, src: np.ndarray) -> dict[str, np.ndarray]:
-        outputs = self.runner.run({"src": src, **self.states}, self.function, self.state)
-        if not self.runner.stateful:
-            self.states = {inp: outputs[out] for out, inp in STATE_PAIRS}
-        return {k: np.asarray(v, dtype=np.float32) for k, v in outputs.items()}
+    def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self.runner.run(feeds, self.function, self.state)
+        return {k: np.asarray(v) for k, v in outputs.items()}

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from rvm_export.spec import IOSpec
+from rvm_export.core.spec import IOSpec
 
 __all__ = ["StatefulContract", "state_buffers", "STATE_NAMES"]
 
@@ -39,7 +39,7 @@ class StatefulContract(nn.Module):
             raise ValueError("StatefulContract needs a spec with a fixed bucket")
         if storage not in ("split", "fp16"):
             raise ValueError(f"state storage must be 'split' or 'fp16', got {storage!r}")
-        from targets.contract import StaticContract
+        from targets.traced.contract import StaticContract
 
         self.static = StaticContract(model, spec).eval()
         self.storage = storage

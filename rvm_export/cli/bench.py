@@ -1,0 +1,99 @@
+"""Time artifacts side by side in one run (interleaved; medians): export folders, our ONNX files, foreign ONNX."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rvm_export.core.atomic import write_json_atomic
+from rvm_export.core.bucket import parse_bucket
+from rvm_export.core.errors import ExitCode, InputError, UsageError
+from rvm_export.core.request import Artifact, RuntimeOptions
+from rvm_export.core.spec import IOSpec, Precision
+from targets import get_target
+
+from ..bench import BenchEntry, bench_side_by_side, format_table, machine_info
+from ..folder import artifacts_from_manifest, read_manifest
+from .common import add_common, positive_int
+
+__all__ = ["add_arguments", "run", "HELP"]
+
+HELP = "time artifacts side by side (interleaved, medians)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """This command's arguments, added to its sub-parser."""
+    p.add_argument("paths", nargs="*", type=Path, help="export folders (with manifest.json) or .onnx files")
+    p.add_argument("--foreign", action="append", type=Path, default=[],
+                   help="an ONNX file made elsewhere with the original I/O names (src, r1i..r4i, downsample_ratio)")
+    p.add_argument("--resolution", action="append", default=None, metavar="WxH[@R]",
+                   help="repeatable (default 1280x720)")
+    p.add_argument("--frames", type=positive_int, default=30, help="timed frames per artifact (default 30)")
+    p.add_argument("--interleave", choices=("frame", "block"), default="frame",
+                   help="frame (default): one frame of each artifact in turn; block: --rounds rounds of consecutive "
+                        "frames per artifact")
+    p.add_argument("--rounds", type=positive_int, default=3, help="rounds with --interleave block (default 3)")
+    p.add_argument("--settle-ms", type=float, default=25.0,
+                   help="untimed pause before each timed frame, so one runtime's spinning threads do not slow the "
+                        "next (default 25)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames after the first (default 3)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--baseline", default=None, help="row name the speed-up column divides by (default: first foreign)")
+    p.add_argument("--json", type=Path, default=None, help="write the results here")
+    add_common(p)
+
+
+def _our_onnx(path: Path) -> Artifact | None:
+    """An ONNX file written by rvm-export (its contract embedded), or None for a foreign one."""
+    from targets.onnx import read_contract
+
+    contract = read_contract(path)
+    if contract is None:
+        return None
+    spec = IOSpec.from_dict(contract)
+    return Artifact("onnx", path, Precision.FP32, spec, "dynamic" if spec.dynamic else "static",
+                    (spec.bucket,) if spec.bucket else ())
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command from parsed arguments; returns the exit code (errors are raised as RvmExportError)."""
+    import torch
+
+    from targets.onnx import load_foreign
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = RuntimeOptions(threads=args.threads, device=args.device)
+    artifacts = []
+    for path in args.paths:
+        if path.is_dir() and (path / "manifest.json").is_file():
+            artifacts += artifacts_from_manifest(path, read_manifest(path))
+        elif path.suffix == ".onnx" and path.is_file():
+            artifact = _our_onnx(path)
+            if artifact is None:
+                raise InputError(f"{path} carries no rvm-export contract: pass it with --foreign")
+            artifacts.append(artifact)
+        else:
+            raise InputError(f"{path} is neither an export folder with manifest.json nor an .onnx file")
+    if not artifacts and not args.foreign:
+        raise UsageError("nothing to benchmark: give export folders, .onnx files or --foreign files")
+    buckets = [parse_bucket(text) for text in (args.resolution or ["1280x720"])]
+    results = []
+    for bucket in buckets:
+        entries = [BenchEntry(f"foreign:{p.name}", (lambda p=p: load_foreign(p, options)), p) for p in args.foreign]
+        for a in artifacts:
+            if a.spec.bucket is None or a.spec.bucket == bucket:
+                entries.append(BenchEntry(f"{a.target}:{a.name}", (lambda a=a: get_target(a.target).load(a, options)),
+                                          a.path))
+        if not entries:
+            print(f"no artifact runs at {bucket.label}; skipped", file=sys.stderr)
+            continue
+        results += bench_side_by_side(entries, bucket, frames=args.frames, warmup=args.warmup, rounds=args.rounds,
+                                      progress=not args.quiet, interleave=args.interleave,
+                                      settle_ms=args.settle_ms)
+    baseline = args.baseline or (f"foreign:{args.foreign[0].name}" if args.foreign else None)
+    print(format_table(results, baseline))
+    if args.json:
+        write_json_atomic(args.json, {"machine": machine_info(), "threads": args.threads, "baseline": baseline,
+                                      "results": [r.to_dict() for r in results]})
+    return ExitCode.OK

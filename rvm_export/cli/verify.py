@@ -1,0 +1,35 @@
+"""Re-check parity of every artifact listed in an export folder's manifest against PyTorch (a CI gate): exit 1
+when an artifact fails or is missing or changed, 2 when the folder or the checkpoint is not the right input."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..verify import verify_folder
+from .common import add_common, positive_int, seed
+
+__all__ = ["add_arguments", "run", "HELP"]
+
+HELP = "re-check an export folder against PyTorch; exit 1 on any failure"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """This command's arguments, added to its sub-parser."""
+    p.add_argument("folder", type=Path)
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="the weights the folder was exported from (default: the seeded default model)")
+    p.add_argument("--frames", type=positive_int, default=30)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=seed, default=0)
+    add_common(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command from parsed arguments; returns the exit code (errors are raised as RvmExportError)."""
+    result = verify_folder(args.folder, args.checkpoint, args.frames, args.seed, args.threads, args.device,
+                           progress=not args.quiet)
+    for record in result.records:
+        print(f"{record.artifact.path}: {record.status}"
+              + "".join(f"\n  {p.bucket.label}: max abs {p.max_abs:.2e}" for p in record.parity)
+              + "".join(f"\n  {e}" for e in record.errors))
+    return result.exit_code

@@ -1,0 +1,147 @@
+"""int8 OpenVINO IR through NNCF post-training quantisation (``nncf.quantize`` on the fp32 ``ov.Model``).
+
+Calibration data: frames of the generated scene at each bucket the IR serves, each paired with the states the fp32
+PyTorch model really produces over that rollout (:func:`rvm_export.reference.calibration_feeds`). Random states make
+the activation ranges meaningless (TOOLCHAIN.md measured an error of about 1 that way).
+
+Kept in float (NNCF ignored scope); the first three found from the graph's structure, the last by module scope
+(the state-dict names, a public contract: the export refuses to quantise if a scope is missing):
+- the ratio/size arithmetic: every node computed from ``downsample_ratio`` alone (sampling taps, the ratio == 1
+  refiner gate). A quantised ratio changes floor(H*r) and the gate;
+- the input stem: everything between the inputs and the backbone's first convolution, and that convolution (the
+  ratio downsample, however built, and the input normalisation; see input_stem_nodes);
+- the head: every node that no recurrent state depends on (``project_mat``, the whole refiner, the composition),
+  except the output block's 3x3 convolutions (``decode0``, about a fifth of the multiply-adds), which stay int8.
+  The refiner's variances are differences of nearly equal box means, which 8 bits destroy; ``project_mat`` (the
+  16 -> 4 output convolution, ~0.05 % of the multiply-adds) quantised alone gave pha MAD 8.6e-3 and fgr MAD 2.5e-2
+  on the golden weights at 512x288 @ 0.5, where everything else quantised together gave 3.8e-3 and 6.4e-3;
+- FLOAT_SCOPES: the ConvGRUs and MobileNetV3's first three blocks (measured: see FLOAT_SCOPES, docs/openvino.md).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from rvm_export.core.errors import ExportFailedError
+from rvm_export.core.names import RATIO, SRC, STATE_OUTPUTS
+from rvm_export.core.spec import IOSpec
+
+from .graph import ancestors, descendants, stem_convolution
+
+__all__ = ["quantize", "float_nodes", "ratio_path_nodes", "input_stem_nodes", "scope_nodes", "FLOAT_SCOPES"]
+
+_NOT_COMPUTE = ("Parameter", "Constant", "Result")
+# Module scopes kept float (measured on the smoke-trained checkpoint, 512x288 @ 0.5, 60 frames; docs/openvino.md):
+# the ConvGRUs (quantised, the recurrent states drift: pha MAD 0.039 -> 0.017 without them) and, for MobileNetV3,
+# the first three blocks, whose /2 and /4 outputs are the decoder's finest skips (0.017 -> 0.008).
+FLOAT_SCOPES = {"mobilenetv3": ("/gru/", "/backbone/features.1/", "/backbone/features.2/", "/backbone/features.3/"),
+                "resnet50": ("/gru/",)}
+PRESET = "mixed"  # symmetric weights, asymmetric activations: most activations here are one-sided (ReLU, sigmoid)
+_STOP_AT = ("Interpolate", "Select")  # the ratio's influence ends in these (they are kept float themselves)
+
+
+def quantize(ov_model, torch_model, spec: IOSpec, request) -> tuple[Any, dict[str, Any]]:
+    """Return the quantised model and the details for the manifest."""
+    import nncf
+
+    from rvm_export.core.rollout import calibration_set
+
+    buckets = (spec.bucket,) if spec.bucket is not None else tuple(request.buckets)
+    feeds = calibration_set(torch_model, buckets, request.calibration_frames)
+    names = [p.get_any_name() for p in ov_model.inputs]
+    dataset = nncf.Dataset(feeds, lambda item: {name: item[name] for name in names})
+    kept = float_nodes(ov_model, spec.variant)
+    try:
+        quantized = nncf.quantize(ov_model, dataset, subset_size=len(feeds), preset=nncf.QuantizationPreset.MIXED,
+                                  fast_bias_correction=True,
+                                  ignored_scope=nncf.IgnoredScope(names=kept, validate=False))
+    except Exception as exc:
+        raise ExportFailedError(f"NNCF quantisation failed: {exc}") from exc
+    counts = Counter(op.get_type_name() for op in quantized.get_ordered_ops())
+    if not counts["FakeQuantize"]:
+        raise ExportFailedError("NNCF inserted no FakeQuantize: the int8 IR would be a float IR")
+    return quantized, {
+        "quantizer": f"NNCF {nncf.__version__} post-training, preset {PRESET}, fast bias correction",
+        "calibration": f"{len(feeds)} frames of the generated scene at {', '.join(b.label for b in buckets)}, "
+                       "states from the fp32 PyTorch rollout",
+        "float_scope": "ratio/size arithmetic, input stem to the first conv, ConvGRUs, "
+                       f"{', '.join(FLOAT_SCOPES[spec.variant])}, and after the last state everything but "
+                       "decode0's 3x3 convs",
+        "fake_quantize_nodes": counts["FakeQuantize"],
+        "float_nodes": len(kept),
+    }
+
+
+def float_nodes(ov_model, variant: str = "mobilenetv3") -> list[str]:
+    """Friendly names of every node NNCF must leave in float (see the module docstring)."""
+    state_inputs = set(STATE_OUTPUTS)
+    results = [r for r in ov_model.get_results() if r.get_input_tensor(0).get_any_name() in state_inputs]
+    if len(results) != 4:
+        raise ExportFailedError("cannot find the four state outputs r1o..r4o in the OpenVINO model")
+    core = set(ancestors(results))  # unique names (get_name) of the nodes some state output depends on
+    head = [op for op in ov_model.get_ordered_ops()
+            if op.get_name() not in core and op.get_type_name() not in _NOT_COMPUTE]
+    kept_int8 = [op for op in head if _is_spatial_conv(op)]
+    if not kept_int8:
+        raise ExportFailedError("cannot find the output block's 3x3 convolutions after the last state")
+    names = [op.get_friendly_name() for op in head if not _is_spatial_conv(op)]
+    names += input_stem_nodes(ov_model)
+    names += ratio_path_nodes(ov_model)
+    names += scope_nodes(ov_model, FLOAT_SCOPES[variant])
+    return sorted(set(names))
+
+
+def scope_nodes(ov_model, scopes: tuple[str, ...]) -> list[str]:
+    """Compute nodes whose ONNX name lies under one of ``scopes`` (module paths = the state-dict names)."""
+    names = [op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() not in _NOT_COMPUTE]
+    found = {scope: [n for n in names if scope in n] for scope in scopes}
+    absent = [scope for scope, hits in found.items() if not hits]
+    if absent:
+        raise ExportFailedError(f"no OpenVINO node under {absent}: the ONNX node names changed; refusing to "
+                                "quantise layers that must stay float")
+    return [n for hits in found.values() for n in hits]
+
+
+def input_stem_nodes(ov_model) -> list[str]:
+    """Every node between the inputs (``src``, ``downsample_ratio``) and the backbone's first convolution, and that
+    convolution: the ratio downsample (a Resize, or PyTorch's taps as Gather/Multiply), the input normalisation and
+    the 3 -> N convolution. Kept float: the convolution's int8 form measured 20x worse in the dynamic IR (pha MAD
+    4.1e-2 vs 1.9e-3 static with only it quantised, 256x144 @ 0.5): the CPU plugin runs that FakeQuantize (with the
+    fused per-channel shift) differently there. It is ~0.3 % of the multiply-adds."""
+    stem = stem_convolution(ov_model)
+    inputs = [p for p in ov_model.get_parameters()
+              if p.get_output_tensor(0).get_any_name() in (SRC, RATIO)]
+    between = set(descendants(inputs)) & set(ancestors([stem]))
+    names = [op.get_friendly_name() for op in ov_model.get_ordered_ops()
+             if op.get_name() in between and op.get_type_name() not in _NOT_COMPUTE]
+    return [*names, stem.get_friendly_name()]
+
+
+def _is_spatial_conv(op) -> bool:
+    """A dense convolution with a kernel larger than 1x1 (in the head: decode0's two 3x3 convolutions)."""
+    if op.get_type_name() != "Convolution":
+        return False
+    kernel = op.input_value(1).get_partial_shape()
+    return kernel.is_static and any(int(d.get_length()) > 1 for d in list(kernel)[2:])
+
+
+def ratio_path_nodes(ov_model) -> list[str]:
+    """Nodes computed from ``downsample_ratio`` outside the input stem (the refiner gate): walk forward, stopping at
+    (and keeping) Interpolate/Select, and at anything that also reads an activation (a Multiply of taps and pixels)."""
+    params = [p for p in ov_model.get_parameters() if p.get_output_tensor(0).get_any_name() == RATIO]
+    src = [p for p in ov_model.get_parameters() if p.get_output_tensor(0).get_any_name() == SRC]
+    pixels = set(descendants(src))
+    seen: dict[str, None] = {}
+    frontier = list(params)
+    while frontier:
+        node = frontier.pop()
+        for output in node.outputs():
+            for target in output.get_target_inputs():
+                consumer = target.get_node()
+                name = consumer.get_friendly_name()
+                if name in seen or consumer.get_type_name() == "Result":
+                    continue
+                seen[name] = None
+                if consumer.get_type_name() not in _STOP_AT and consumer.get_name() not in pixels:
+                    frontier.append(consumer)
+    return list(seen)

@@ -1,0 +1,111 @@
+"""TFLite (LiteRT) target: one static ``.tflite`` per (resolution, ratio) bucket, run on the LiteRT interpreter.
+
+- Route: litert-torch converts the PyTorch module behind :class:`~targets.traced.contract.StaticContract` (torch.export,
+  then the LiteRT converter). Inputs are passed by keyword and outputs returned as a dict, so the SignatureDef
+  ``serving_default`` carries the contract names (``src, r1i..r4i -> fgr, pha, r1o..r4o``) with no renaming step.
+  onnx2tf (from our static ONNX) was the alternative; it writes no SignatureDef, returns NHWC outputs for NCHW
+  inputs (a transpose per state per frame) and needs the onnxsim command on PATH: see docs/tflite.md.
+- Layout: NCHW or NHWC (``request.layout``) for ``src``, ``fgr``, ``pha`` and the states alike, so ``rKo`` feeds
+  ``rKi`` as is. NHWC (what the Android GPU delegate wants) converts with no TRANSPOSE op left in the graph.
+- Static only: the ratio is baked into a RESIZE_BILINEAR to a fixed size, which samples like PyTorch's
+  ``scale_factor`` only when H*r and W*r are integers; other buckets are refused with the nearest valid values.
+- Two export-only rewrites (targets/traced/rewrites.py, applied while tracing): the decoder's ceil-mode average
+  pool becomes builtin ops (litert-torch would emit STABLEHLO_REDUCE_WINDOW), and the ratio downsample uses
+  PyTorch's own float32 interpolation weights where 1/r is not a power of two (RESIZE_BILINEAR's coordinates
+  drift from PyTorch's by up to 6e-5 px at 0.375, enough to move a trained model's states by 4e-4).
+- Precisions (quantize.py): fp32; fp16 weights; int8 with option ``int8_mode`` = ``"dynamic"``
+  (default) or ``"full"`` (int8 activations calibrated on a rollout with the fp32 model's real states).
+- Metadata: the contract and provenance (``rvm_export.core.metadata``) as JSON in the flatbuffer's metadata entry
+  ``rvm_export`` (read back by :func:`runtime.read_contract`).
+
+Files: export.py (conversion, metadata, contract check), quantize.py (fp16 / int8 with AI Edge Quantizer),
+runtime.py (LiteRT interpreter bound by signature names). The ceil-mode pool rewrite: targets/traced/rewrites.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from rvm_export.core.errors import UsageError
+from rvm_export.core.options import TargetOptions, option
+from rvm_export.core.request import Artifact, ExportRequest, RuntimeOptions
+from rvm_export.core.spec import Layout, Precision
+from rvm_export.core.target import TargetDescription
+
+from . import export as _export  # first: the submodule must not replace export() below when imported later
+from . import runtime as _runtime
+from .export import check_bucket, convert_fp32, embed_metadata, exact_suggestions, export_bucket
+from .runtime import METADATA_KEY, SIGNATURE_KEY, TfliteRunner, load_path, read_contract, read_metadata
+
+__all__ = ["DESCRIPTION", "TfliteOptions", "missing", "check_request", "export", "load", "load_path",
+           "read_contract", "read_metadata", "convert_fp32", "export_bucket", "embed_metadata", "check_bucket",
+           "exact_suggestions", "TfliteRunner", "SIGNATURE_KEY", "METADATA_KEY"]
+
+
+@dataclass(frozen=True)
+class TfliteOptions(TargetOptions):
+    """``--option tflite.KEY=VALUE``."""
+
+    int8_mode: Literal["dynamic", "full"] | None = option(
+        None, "int8 only: 'dynamic' (int8 weights, activations quantised per call; the default) or 'full' (int8 "
+              "activations too, calibrated on a rollout with real states)")
+    exact_resize: bool = option(
+        True, "true (default): the ratio downsample uses PyTorch's float32 weights (parity); false: TFLite's "
+              "RESIZE_BILINEAR (2 fewer TRANSPOSE ops in NHWC, up to ~1e-4 px coordinate drift at r=0.375)")
+
+
+DESCRIPTION = TargetDescription(
+    name="tflite",
+    summary="LiteRT (.tflite) flatbuffers, one per bucket, NCHW or NHWC, for Android and embedded Linux",
+    precisions=(Precision.FP32, Precision.FP16, Precision.INT8),
+    default_precision=Precision.FP32,
+    dynamic_precisions=frozenset(),  # fixed tensor shapes; the ratio is baked into a fixed-size resize
+    layouts=(Layout.NCHW, Layout.NHWC),
+    devices=("cpu",),  # the LiteRT interpreter with XNNPACK here; the GPU/NNAPI delegates exist on Android
+    takes_opset=False,
+    options=TfliteOptions,
+    extra="tflite",
+    modules=("litert_torch", "ai_edge_quantizer", "ai_edge_litert"),
+    in_all=True,
+    runtime_label="LiteRT interpreter (XNNPACK)",
+)
+
+
+def missing(device: str = "cpu") -> str | None:
+    """Found without importing (litert-torch imports TensorFlow: seconds). The only device is the CPU."""
+    return DESCRIPTION.missing()
+
+
+def check_request(request: ExportRequest) -> None:
+    """Raise UsageError for what a static .tflite cannot be (dynamic, a bucket whose H*r or W*r is not whole, an
+    int8 mode for another precision), naming the nearest values that work."""
+    if request.dynamic:
+        raise UsageError("tflite exports static models only: a .tflite has fixed tensor shapes and the downsample "
+                         "ratio is baked into a fixed-size resize (every state shape depends on it), so each "
+                         "resolution and ratio needs its own file; drop --downsample-ratio dynamic and list the "
+                         "buckets as --resolution WxH@RATIO (several allowed)")
+    DESCRIPTION.check_common(request)
+    if request.options.int8_mode is not None and request.precision != Precision.INT8:
+        raise UsageError(f"int8_mode only applies to --precision int8 (asked for {request.precision}); drop it")
+    for bucket in request.buckets:
+        check_bucket(bucket)
+
+
+def export(model, request: ExportRequest, out_dir: Path) -> list[Artifact]:
+    """One ``.tflite`` per bucket (see the module docstring)."""
+    DESCRIPTION.require()
+    check_request(request)
+    return _export.export(model, request, Path(out_dir))
+
+
+def load(artifact: Artifact, options: RuntimeOptions) -> TfliteRunner:
+    """The LiteRT interpreter (XNNPACK) over the artifact; it needs only ai-edge-litert."""
+    from rvm_export.core.target import missing_modules
+
+    if missing_modules(("ai_edge_litert",)):
+        from rvm_export.core.errors import MissingRuntimeError
+
+        raise MissingRuntimeError("the LiteRT interpreter (ai-edge-litert)", "tflite", "ai-edge-litert")
+    return _runtime.load(artifact, options)

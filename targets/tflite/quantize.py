@@ -1,0 +1,193 @@
+"""Precision conversion of an fp32 ``.tflite`` with AI Edge Quantizer: fp16 weights, dynamic-range int8, full int8.
+
+All three rewrite the fp32 flatbuffer that litert-torch produced (litert-torch's own PT2E dynamic int8 quantises no
+convolution of this network, see docs/tflite.md). The signature (contract names, float32 I/O) is kept by every mode,
+so ``rKo`` still feeds ``rKi`` without a cast or a transpose.
+
+- ``fp16``: CONV_2D / DEPTHWISE_CONV_2D weights stored as float16 behind a DEQUANTIZE (AI Edge Quantizer's
+  float-casting algorithm). XNNPACK on a CPU widens them once at load and computes in float32; the Android GPU
+  delegate consumes them as half precision.
+- ``int8`` ``dynamic``: per-channel int8 weights on every supported op outside :data:`FLOAT_SCOPES`; activations
+  stay float32 in the graph and the kernels quantise them on the fly, per call (no calibration).
+- ``int8`` ``full``: per-channel int8 weights and int8 activations on every op the quantizer supports, calibrated on
+  frames of the generated scene *with the states the fp32 PyTorch model really produces* on that rollout
+  (``rvm_export.reference.calibration_feeds``). Scopes listed in :data:`FLOAT_SCOPES` stay float (why:
+  docs/tflite.md, measured there).
+"""
+from __future__ import annotations
+
+import collections
+import re
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from rvm_export.core.errors import ExportFailedError
+
+__all__ = ["INT8_MODES", "FLOAT_SCOPES", "quantize", "op_counts", "float_ops", "align_graph_outputs"]
+
+# First = the default of --precision int8: dynamic kept alpha within 2e-2 MAD on both models measured, full int8 did
+# not on the smoke-trained one (docs/tflite.md); full is the choice for int8-only accelerators, checked by parity.
+INT8_MODES = ("dynamic", "full")
+SIGNATURE_KEY = "serving_default"
+# Tensor-name regexes (litert-torch names every tensor after its nn.Module path) whose ops keep float32:
+# project_mat, the 1x1 16->4 output head. int8 weights there alone moved alpha by MAD 0.026 on the golden weights
+# (0.0055 with it float; docs/tflite.md); it is 64 MACs per low-res pixel. Everything else the quantizer covers is
+# int8, the deep guided filter included (keeping it float changed pha MAD by 4e-4 at 256x144). Each scope must match
+# an op (checked), so a renamed module cannot silently turn the exception off.
+FLOAT_SCOPES: dict[str, tuple[str, ...]] = {"dynamic": ("project_mat",), "full": ("project_mat",)}
+
+
+def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
+             calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
+             float_scopes: tuple[str, ...] | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Return the converted flatbuffer and the details for the manifest (what was quantised, what stayed float)."""
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe_manager
+
+    algo = algorithm_manager.AlgorithmName
+    ops = qtyping.TFLOperationName
+    q = recipe_manager.RecipeManager()  # the recipe; the Quantizer is built from it below
+    details: dict[str, Any] = {"quantizer": _version("ai-edge-quantizer")}
+    if precision == "fp16":
+        fp16 = qtyping.TensorQuantizationConfig(num_bits=16, dtype=qtyping.TensorDataType.FLOAT)
+        config = qtyping.OpQuantizationConfig(weight_tensor_config=fp16, explicit_dequantize=True,
+                                              compute_precision=qtyping.ComputePrecision.FLOAT)
+        for op in (ops.CONV_2D, ops.DEPTHWISE_CONV_2D):
+            q.add_quantization_config(".*", op, config, algorithm_key=algo.FLOAT_CASTING)
+        details["recipe"] = "float-casting: CONV_2D/DEPTHWISE_CONV_2D weights float16, explicit DEQUANTIZE"
+    elif precision == "int8" and int8_mode == "dynamic":
+        float_scopes = FLOAT_SCOPES["dynamic"] if float_scopes is None else float_scopes
+        q.add_dynamic_config(".*", ops.ALL_SUPPORTED, num_bits=8)
+        for scope in float_scopes:
+            q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
+        details.update(recipe="dynamic_wi8_afp32: per-channel int8 weights, activations quantised at run time",
+                       float_scopes=list(float_scopes))
+    elif precision == "int8" and int8_mode == "full":
+        if calibration is None:
+            raise ExportFailedError("full int8 needs calibration feeds (rollout frames with their real states)")
+        float_scopes = FLOAT_SCOPES["full"] if float_scopes is None else float_scopes
+        q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+        for scope in float_scopes:
+            q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
+        # float32 I/O, so rKo feeds rKi with no requantisation in the app: the graph inputs stay float (the first
+        # consumers quantise), and the ops that write a graph output stay float (their inputs are dequantised).
+        for boundary in (ops.INPUT, ops.OUTPUT):
+            q.add_quantization_config(".*", boundary, algorithm_key=algo.NO_QUANTIZE)
+        for name in output_tensor_names(fp32):
+            q.add_quantization_config(f"(^|;){re.escape(name)};", ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
+        details.update(recipe="static_wi8_ai8: per-channel int8 weights, int8 activations (min/max)",
+                       float_scopes=list(float_scopes))
+    else:
+        raise ExportFailedError(f"no TFLite conversion for precision {precision!r} (int8 mode {int8_mode!r})")
+    unmatched = [scope for scope in details.get("float_scopes", []) if not _scope_matches(fp32, scope)]
+    if unmatched:
+        raise ExportFailedError(f"float scope(s) {unmatched} match no op of the model: the module names in its "
+                                "tensor names changed; update targets/tflite_quant.FLOAT_SCOPES")
+    engine = quantizer.Quantizer(bytearray(fp32), q.get_quantization_recipe())
+    qsv = None
+    if engine.need_calibration:
+        feeds = [dict(f) for f in calibration or ()]
+        try:
+            with _quiet():
+                qsv = engine.calibrate({SIGNATURE_KEY: feeds}, num_threads=1)
+        except Exception as exc:
+            raise ExportFailedError(f"int8 calibration failed: {exc}") from exc
+        details["calibration_frames"] = len(feeds)
+    try:
+        with _quiet():
+            result = engine.quantize(qsv, enable_progress_report=False)
+    except Exception as exc:
+        raise ExportFailedError(f"AI Edge Quantizer failed for {precision}: {exc}") from exc
+    out, repaired = align_graph_outputs(bytes(result.quantized_model))
+    if repaired:
+        details["repaired_outputs"] = repaired
+    details["ops"] = op_counts(out)
+    details["float_ops"] = float_ops(out)
+    return out, details
+
+
+@contextmanager
+def _quiet():
+    """The quantizer runs interpreters with preserve_all_tensors (calibration, checks) and warns each time."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+        yield
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return f"{dist} {version(dist)}"
+
+
+def _model_ops(content: bytes):
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(content))
+    graph = model.subgraphs[0]
+    return model, graph
+
+
+def align_graph_outputs(content: bytes) -> tuple[bytes, list[str]]:
+    """Make the subgraph's outputs the tensors its SignatureDef names.
+
+    When a graph output also feeds quantised ops, AI Edge Quantizer 0.10 adds a QUANTIZE after it and moves the
+    subgraph output to that int8 copy, while the SignatureDef still names the float tensor. XNNPACK then treats the
+    float tensor as an internal value and never materialises it ("Tensor data is null" on every call). Pointing the
+    subgraph outputs back at the signature's tensors fixes that and keeps the float32 outputs of the contract.
+    """
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    graph = model.subgraphs[0]
+    signature = next(s for s in model.signatureDefs if s.subgraphIndex == 0)
+    wanted = [m.tensorIndex for m in signature.outputs]
+    if list(graph.outputs) == wanted:
+        return content, []
+    repaired = [_name(m.name) for m in signature.outputs if m.tensorIndex not in list(graph.outputs)]
+    graph.outputs = wanted
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), repaired
+
+
+def _name(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _scope_matches(content: bytes, scope: str) -> bool:
+    _, graph = _model_ops(content)
+    return any(re.search(scope, _name(graph.tensors[i].name)) for op in graph.operators for i in op.outputs)
+
+
+def output_tensor_names(content: bytes) -> list[str]:
+    model, graph = _model_ops(content)
+    return [_name(graph.tensors[i].name) for i in graph.outputs]
+
+
+def op_counts(content: bytes) -> dict[str, int]:
+    """Op type -> count in the main subgraph."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model, graph = _model_ops(content)
+    counts = collections.Counter(flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in graph.operators)
+    return dict(counts.most_common())
+
+
+def float_ops(content: bytes) -> dict[str, int]:
+    """Compute ops that touch no quantised tensor (int8/uint8/int16; int32 shape and axis operands do not count):
+    for an int8 model, what stayed float. A dynamic-range conv (int8 weights, float activations) is not float."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model, graph = _model_ops(content)
+    quantised = {schema.TensorType.INT8, schema.TensorType.UINT8, schema.TensorType.INT16}  # int32 = shapes/axes
+    counts: collections.Counter[str] = collections.Counter()
+    for op in graph.operators:
+        name = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        if name in ("DEQUANTIZE", "QUANTIZE"):
+            continue
+        tensors = [graph.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+        if not any(t.type in quantised for t in tensors):
+            counts[name] += 1
+    return dict(counts.most_common())
