@@ -13,6 +13,8 @@ from PIL import Image
 from model import MattingNetwork, load_checkpoint
 from training.clip_data import ClipMattingDataset, ClipValidation, open_clip_data
 from training.clips import read_alpha, scan_clip_set, split_clips
+from training.cli import _config as cli_config
+from training.cli import build_parser
 from training.cli import main as train_main
 from training.config import get_preset
 from training.datasets import composite
@@ -177,6 +179,10 @@ def test_foreground_loss_counts_only_above_the_alpha_threshold():
 
 
 def test_finetune_config_is_checked():
+    args = build_parser().parse_args(["--config", "finetune", "--lr-scale", "10", "--size", "256"])
+    scaled = cli_config(args)
+    assert (scaled.lr_backbone, scaled.lr_decoder, scaled.lr_refiner, scaled.lr_size) == pytest.approx(
+        (1e-4, 5e-4, 0.0, 256))
     assert (FINETUNE.data_layout, FINETUNE.segmentation, FINETUNE.init_required) == ("clips", "auto", True)
     assert FINETUNE.lr_backbone <= 1e-5 and FINETUNE.lr_decoder <= 5e-5  # stage 3-4 levels: keep the released
     with pytest.raises(ConfigError, match="for the clips layout"):

@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, help="clips per process per pass")
     parser.add_argument("--size", type=int, help="side of the square training crop in px (the preset's lr_size)")
     parser.add_argument("--crop-min", type=float, help="smallest per-batch random crop side, as a fraction of --size")
+    parser.add_argument("--lr-scale", type=float, help="multiply every learning rate of the preset by this")
     parser.add_argument("--seed", type=int, help="seed of initialisation, data order and augmentation")
     parser.add_argument("--num-workers", type=int, help="DataLoader workers per data stream")
     parser.add_argument("--log-every", type=int, help="steps between loss records")
@@ -112,9 +113,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _config(args: argparse.Namespace):
+    """The preset named by ``--config`` with the command line's overrides; raises ConfigError."""
     cfg = get_preset(args.config)
-    return cfg.replace(**{field: getattr(args, arg) for arg, field in _OVERRIDES.items()
-                          if getattr(args, arg) is not None})
+    changes = {field: getattr(args, arg) for arg, field in _OVERRIDES.items() if getattr(args, arg) is not None}
+    if args.lr_scale is not None:
+        if not args.lr_scale > 0:
+            raise ConfigError(f"--lr-scale must be > 0, got {args.lr_scale}")
+        changes.update({f: getattr(cfg, f) * args.lr_scale for f in ("lr_backbone", "lr_aspp", "lr_decoder",
+                                                                      "lr_refiner")})
+    return cfg.replace(**changes)
 
 
 def _check_data(args: argparse.Namespace) -> int:
