@@ -126,6 +126,11 @@ def test_video_clip_reads_back_and_a_frame_count_mismatch_is_named(clip_copy, ca
     assert (len(clip), clip.kind) == (3, "video")
     assert torch.equal((rgb * 255).round().byte(), torch.from_numpy(frames[[2, 0, 2]]).permute(0, 3, 1, 2))
     assert torch.equal((pha[:, 0] * 255).round().byte(), torch.from_numpy(alphas[[2, 0, 2]]))
+    write_video(clip_copy / "backgrounds/street.mkv", frames)  # a background video, drawn when own_prob is 0
+    data = open_clip_data(FINETUNE.replace(own_background_prob=0.0), clip_copy)
+    sample = ClipMattingDataset(data.matting_train, data.backgrounds, 32, 4, seed=0, stream=0)[0]
+    assert len(data.backgrounds.videos) == 1 and sample["bgr"].shape == (4, 3, 32, 32)
+    assert (sample["bgr"] - sample["fgr"]).abs().mean().item() > 0.1  # the noise video, not the frame
     write_video(folder / "alpha.mkv", alphas[:2])
     assert train_main(["--check-data", str(clip_copy), "--config", "finetune"]) == 2
     errors = _errors(capsys)

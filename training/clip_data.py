@@ -23,6 +23,7 @@ from .datasets import DataSources, open_segmentation
 from .errors import ClipLayoutError, DataLayoutError
 from .layouts import read_image
 from .sampler import position_to_index, sample_frame_indices, sample_rng
+from .video import read_video_frames
 
 __all__ = ["CLIP_FOREGROUND", "ClipBackgrounds", "ClipMattingDataset", "ClipValidation", "open_clip_data",
            "check_clip_data"]
@@ -38,7 +39,7 @@ Clip = FrameClip | VideoClip
 class ClipBackgrounds:
     """The user's background images and videos; ``own_prob``: chance of keeping the clip's own background."""
     images: list[Path]
-    videos: list[VideoClip]
+    videos: list[VideoClip]  # only ``video`` is read
     own_prob: float
 
     def sample(self, rng: np.random.Generator, size: int, seq_length: int) -> Tensor | None:
@@ -48,7 +49,8 @@ class ClipBackgrounds:
         use_video = bool(self.videos) and (not self.images or rng.random() < 0.5)
         if use_video:
             clip = self.videos[int(rng.integers(len(self.videos)))]
-            frames = clip.read(sample_frame_indices(rng, len(clip), seq_length), size)[0]
+            rgb = read_video_frames(clip.video, sample_frame_indices(rng, len(clip), seq_length))
+            frames = fit_short_side(torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0, size, True)
         else:
             path = self.images[int(rng.integers(len(self.images)))]
             frames = fit_short_side(read_image(path, "RGB", size)[None], size, True).expand(seq_length, -1, -1, -1)
