@@ -1,8 +1,9 @@
 """Training checkpoints: written atomically, read with ``weights_only=True``.
 
-``checkpoint_last.pth`` holds ``{"model", "optimizer", "scaler", "config", "step", "data", "rng", "world_size"}``,
-only tensors, dicts, lists, strings and numbers, so ``model.load_checkpoint`` (which reads the ``model`` entry)
-and ``torch.load(..., weights_only=True)`` both accept it.
+``checkpoint_last.pth`` holds ``{"model", "optimizer", "scaler", "config", "step", "data", "rng", "world_size",
+"best"}``; ``checkpoint_best.pth`` (the lowest validation alpha MAD so far) holds ``{"model", "config", "step",
+"valid"}``. Only tensors, dicts, lists, strings and numbers, so ``model.load_checkpoint`` (which reads the ``model``
+entry) and ``torch.load(..., weights_only=True)`` both accept them.
 """
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ import torch
 
 from .errors import ResumeError
 
-__all__ = ["CHECKPOINT_NAME", "save_atomic", "read_training_checkpoint", "capture_rng", "restore_rng"]
+__all__ = ["CHECKPOINT_NAME", "BEST_NAME", "save_atomic", "read_training_checkpoint", "capture_rng", "restore_rng"]
 
 CHECKPOINT_NAME = "checkpoint_last.pth"
+BEST_NAME = "checkpoint_best.pth"
 
 
 def save_atomic(payload: dict[str, Any], path: str | Path) -> None:

@@ -1,4 +1,5 @@
-"""Training configurations: the paper's four stages (Lin et al., arXiv 2108.11515, section 4) and a CPU smoke preset.
+"""Training configurations: the paper's four stages (Lin et al., arXiv 2108.11515, section 4), a CPU smoke preset
+and ``finetune``, which starts from trained weights and needs only the user's own clips (training/clips.py).
 
 A configuration is a frozen, validated dataclass; a run's resolved configuration is stored in its checkpoints as a
 plain dict (``to_dict``) and read back with ``from_dict``. ``get_lr`` is a pure function of the step.
@@ -28,13 +29,16 @@ class TrainConfig:
     refiner: Literal["deep_guided_filter", "fast_guided_filter"] = "deep_guided_filter"  # trained by the HR pass
 
     # -- data (subfolders of --data; see docs/training.md for the layouts) -----------------------------------------
+    data_layout: Literal["paper", "clips"] = "paper"  # paper: the stages' data sets; clips: the user's own clips
     matting_set: str = "videomatte_sd"  # foreground+alpha source: VideoMatte240K SD/HD clips or image-matting sets
     matting_kind: Literal["video", "image"] = "video"  # clips (frame sampler) or single images repeated T times
     background_images: str = "backgrounds/images"  # half of the backgrounds: still images moved by augmentation
     background_videos: str = "backgrounds/videos"  # the other half: clips read through the frame sampler
-    segmentation: bool = True  # the paper trains segmentation jointly; off only for matting-only ablations
+    segmentation: bool | Literal["auto"] = True  # the paper trains it jointly; "auto" (clips): on if its sets exist
     seg_video_set: str = "youtubevis"  # even steps: YouTubeVIS person clips
     seg_image_sets: tuple[str, ...] = ("coco", "supervisely")  # odd steps: COCO panoptic + Supervisely images (T=1)
+    valid_fraction: float = 0.2  # clips layout: share of the clips held out for validation (picked by name hash)
+    own_background_prob: float = 0.5  # clips layout with backgrounds/: chance a sample keeps the footage as shot
 
     # -- shapes ----------------------------------------------------------------------------------------------------
     lr_size: int = 512  # side of the square LR crop (paper: 512 px)
@@ -58,6 +62,8 @@ class TrainConfig:
     epochs: float = 20.0  # paper's stage length; one epoch = every matting sample once (global batch)
     max_steps: int = 0  # if > 0, overrides epochs (smoke preset, --steps)
     amp: bool = True  # float16 autocast + GradScaler; CUDA only (refused on CPU)
+    fgr_alpha_threshold: float = 0.0  # foreground loss where true alpha > this; clips: 0.99, where frame = foreground
+    init_required: bool = False  # finetune: refuse to start from random weights (pass --init)
     seed: int = 0  # drives initialisation, data order and every augmentation draw
 
     # -- bookkeeping -----------------------------------------------------------------------------------------------
@@ -82,6 +88,18 @@ class TrainConfig:
             yield f"variant must be one of {sorted(VARIANTS)}, got {self.variant!r}"
         if self.refiner not in REFINERS:
             yield f"refiner must be one of {sorted(REFINERS)}, got {self.refiner!r}"
+        if self.data_layout not in ("paper", "clips"):
+            yield f"data_layout must be 'paper' or 'clips', got {self.data_layout!r}"
+        if self.segmentation not in (True, False, "auto"):
+            yield f"segmentation must be True, False or 'auto', got {self.segmentation!r}"
+        if self.segmentation == "auto" and self.data_layout != "clips":
+            yield "segmentation='auto' is for the clips layout; the paper's stages name their sets (True or False)"
+        if not 0.0 < self.valid_fraction < 1.0:
+            yield f"valid_fraction must be in (0, 1), got {self.valid_fraction}"
+        if not 0.0 <= self.own_background_prob <= 1.0:
+            yield f"own_background_prob must be in [0, 1], got {self.own_background_prob}"
+        if not 0.0 <= self.fgr_alpha_threshold < 1.0:
+            yield f"fgr_alpha_threshold must be in [0, 1), got {self.fgr_alpha_threshold}"
         if self.matting_kind not in ("video", "image"):
             yield f"matting_kind must be 'video' or 'image', got {self.matting_kind!r}"
         if self.lr_schedule not in ("constant", "cosine"):
@@ -170,6 +188,14 @@ PRESETS: dict[str, TrainConfig] = {
                              batch_crop_min=1.0, lr_backbone=1e-3, lr_aspp=1e-3, lr_decoder=1e-3, lr_schedule="cosine",
                              warmup_steps=50, max_steps=1200, amp=False, log_every=10, eval_every=100,
                              checkpoint_every=100, valid_clips=8, valid_seq_length=8, num_workers=1),
+    # The user's own clips from trained weights: LRs at stage 3-4 level (the released behaviour stays), validation
+    # every 50 steps on held-out clips, checkpoint_best.pth kept; AMP off so the same command runs on CPU.
+    "finetune": _STAGE1.replace(name="finetune", data_layout="clips", matting_set="clips",
+                                background_images="backgrounds", background_videos="", segmentation="auto",
+                                seq_length_lr=8, seg_seq_length=8, batch_size=2, lr_backbone=1e-5, lr_aspp=1e-5,
+                                lr_decoder=5e-5, lr_schedule="cosine", max_steps=500, amp=False,
+                                fgr_alpha_threshold=0.99, init_required=True, log_every=10, eval_every=50,
+                                checkpoint_every=50, valid_clips=64, valid_seq_length=16, num_workers=2),
 }
 
 

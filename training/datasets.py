@@ -6,7 +6,7 @@ separate layers (``fgr``, ``pha``, ``bgr``); :func:`composite` makes the input f
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -24,7 +24,7 @@ from .layouts import (BackgroundImageReader, BackgroundVideoReader, Clip, CocoPa
 from .sampler import position_to_index, sample_frame_indices, sample_rng
 
 __all__ = ["composite", "MattingDataset", "SegmentationClipDataset", "SegmentationImageDataset", "ValidationClips",
-           "DataSources", "open_data", "STREAMS"]
+           "DataSources", "open_data", "open_segmentation", "STREAMS"]
 
 # Stream ids keep the random draws of the four loaders independent of each other.
 STREAMS = {"matting_lr": 0, "matting_hr": 1, "seg_video": 2, "seg_image": 3}
@@ -165,6 +165,22 @@ class DataSources:
     valid_backgrounds: BackgroundImageReader
     seg_video: YouTubeVISReader | None
     seg_images: list[CocoPanopticReader | SuperviselyReader]
+    notes: list[str] = field(default_factory=list)  # lines the run prints before training (what was turned off)
+
+
+def open_segmentation(root: Path, video_set: str, image_sets: Sequence[str]
+                      ) -> tuple[YouTubeVISReader, list[CocoPanopticReader | SuperviselyReader]]:
+    """YouTubeVIS clips and the COCO panoptic / Supervisely image sets under ``root``; raises DataLayoutError."""
+    seg_video, seg_images = YouTubeVISReader(root / video_set, "train"), []
+    for name in image_sets:
+        if name.startswith("coco"):
+            seg_images.append(CocoPanopticReader(root / name, "train"))
+        elif name.startswith("supervisely"):
+            seg_images.append(SuperviselyReader(root / name))
+        else:
+            raise DataLayoutError(f"seg_image_sets entry {name!r}: expected a name starting with "
+                                  f"'coco' (COCO panoptic) or 'supervisely' (Supervisely Person)")
+    return seg_video, seg_images
 
 
 def open_data(cfg: TrainConfig, root: str | Path) -> DataSources:
@@ -181,15 +197,7 @@ def open_data(cfg: TrainConfig, root: str | Path) -> DataSources:
         raise DataLayoutError("validation composites need background_images (its valid split)")
     seg_video, seg_images = None, []
     if cfg.segmentation:
-        seg_video = YouTubeVISReader(root / cfg.seg_video_set, "train")
-        for name in cfg.seg_image_sets:
-            if name.startswith("coco"):
-                seg_images.append(CocoPanopticReader(root / name, "train"))
-            elif name.startswith("supervisely"):
-                seg_images.append(SuperviselyReader(root / name))
-            else:
-                raise DataLayoutError(f"seg_image_sets entry {name!r}: expected a name starting with "
-                                      f"'coco' (COCO panoptic) or 'supervisely' (Supervisely Person)")
+        seg_video, seg_images = open_segmentation(root, cfg.seg_video_set, cfg.seg_image_sets)
     return DataSources(matting(root / cfg.matting_set, "train"), matting(root / cfg.matting_set, "valid"),
                        Backgrounds(images, videos), BackgroundImageReader(root / cfg.background_images, "valid"),
                        seg_video, seg_images)

@@ -76,10 +76,15 @@ def temporal_coherence_loss(pred: Tensor, true: Tensor) -> Tensor:
     return F.mse_loss(pred[:, 1:] - pred[:, :-1], true[:, 1:] - true[:, :-1])
 
 
-def matting_loss(pred_fgr: Tensor, pred_pha: Tensor, true_fgr: Tensor, true_pha: Tensor) -> dict[str, Tensor]:
-    """All matting terms on ``[B,T,C,H,W]`` clips, computed in float32; ``total`` is what is optimised."""
+def matting_loss(pred_fgr: Tensor, pred_pha: Tensor, true_fgr: Tensor, true_pha: Tensor,
+                 fgr_alpha_threshold: float = 0.0) -> dict[str, Tensor]:
+    """All matting terms on ``[B,T,C,H,W]`` clips, computed in float32; ``total`` is what is optimised.
+
+    The foreground terms count where ``true_pha > fgr_alpha_threshold`` (the paper: > 0). The user's clips have no
+    separate foreground, only the frame, which equals the foreground where alpha is 1: they use 0.99.
+    """
     pred_fgr, pred_pha, true_fgr, true_pha = (t.float() for t in (pred_fgr, pred_pha, true_fgr, true_pha))
-    mask = (true_pha > 0).float()
+    mask = (true_pha > fgr_alpha_threshold).float()
     pred_fgr_masked = pred_fgr * mask
     true_fgr_masked = true_fgr * mask
     losses = {

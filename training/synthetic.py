@@ -4,6 +4,8 @@ Foregrounds are person-like figures (torso, head, a translucent veil and dozens 
 and box-filtered, so alpha has soft edges and sub-pixel structures) that drift and sway over time, in smooth colours.
 Backgrounds are moving gratings and stripes. The same figures, composited, give the segmentation sets (COCO
 panoptic, Supervisely Person, YouTubeVIS with RLE masks). Everything is a pure function of the seed.
+:func:`make_clip_set` writes the user's layout of the ``finetune`` preset instead (training/clips.py): the same
+figures filmed in front of a room (wall, shelves, desk) as JPEG frames + PNG alphas, or a video + an alpha video.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from PIL import Image, ImageDraw
 
 from .rle import encode_rle, mask_to_runs
 
-__all__ = ["SyntheticSpec", "SPECS", "make_synthetic", "Figure", "Texture"]
+__all__ = ["SyntheticSpec", "SPECS", "make_synthetic", "Figure", "Texture", "Room", "ClipSetSpec", "CLIP_SPECS",
+           "make_clip_set"]
 
 SUPERSAMPLE = 4
 COCO_CATEGORIES = [{"id": 1, "name": "person", "isthing": 1}, {"id": 27, "name": "backpack", "isthing": 1},
@@ -171,7 +174,12 @@ def _matting_clips(root: Path, seed: int, key: int, counts: tuple[int, int], fra
 
 
 def make_synthetic(root: str | Path, seed: int = 0, spec: SyntheticSpec | str = "small") -> dict[str, int]:
-    """Write the synthetic set under ``root``; return the number of files written per data set."""
+    """Write the synthetic set under ``root``; return the number of files written per data set.
+
+    ``spec`` names in :data:`CLIP_SPECS` write the finetune preset's clip layout instead (:func:`make_clip_set`).
+    """
+    if isinstance(spec, str) and spec in CLIP_SPECS:
+        return make_clip_set(root, seed, spec)
     spec = SPECS[spec] if isinstance(spec, str) else spec
     root = Path(root)
     h, w = spec.size
@@ -274,3 +282,78 @@ def _youtubevis(root: Path, seed: int, spec: SyntheticSpec) -> None:
         data["annotations"].append({"id": 2 * v + 2, "video_id": v + 1, "category_id": 2, "iscrowd": 0,
                                     "segmentations": pandas})
     (root / "train" / "instances.json").write_text(json.dumps(data))
+
+
+# -- the user's own clips (the finetune preset's layout) -------------------------------------------------------------
+@dataclass(frozen=True)
+class ClipSetSpec:
+    size: tuple[int, int] = (72, 96)  # H, W of the footage (even sides: H.264 in 4:2:0 needs them)
+    frames: int = 12  # frames per clip
+    image_clips: int = 16  # clips stored as frames/<stem>.jpg + alpha/<stem>.png
+    video_clips: int = 4  # clips stored as video + alpha.mkv (FFV1 gray, lossless); needs PyAV
+    video_codec: str = "libx264"  # the footage: libx264 (video.mp4, lossy like real footage) or ffv1 (video.mkv)
+    backgrounds: int = 0  # empty-room images in backgrounds/ (0: train on the clips' own backgrounds)
+
+
+CLIP_SPECS = {
+    "clips": ClipSetSpec(),  # the measured fine-tuning run of docs/training.md
+    "clips-tiny": ClipSetSpec(size=(48, 64), frames=2, image_clips=4, video_clips=1, video_codec="ffv1"),  # tests
+}
+
+
+class Room:
+    """A static-camera scene: a lit wall, shelves and frames with hard edges, and a desk; the camera drifts slowly."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.wall = rng.uniform(0.35, 0.85, size=3)
+        self.light = rng.uniform(-0.3, 0.3, size=2)  # brightness slope along (x, y)
+        count = int(rng.integers(2, 6))
+        self.boxes = [(rng.uniform(0.0, 0.85, size=2), rng.uniform(0.08, 0.35, size=2), rng.uniform(0.05, 0.95, size=3))
+                      for _ in range(count)]  # (top-left, size, colour), fractions of (W, H)
+        self.desk_top = rng.uniform(0.7, 0.88)
+        self.desk = rng.uniform(0.1, 0.6, size=3)
+        self.pan = rng.uniform(-0.004, 0.004, size=2)  # frame sizes per frame
+
+    def render(self, t: float, height: int, width: int) -> np.ndarray:
+        """Frame ``t`` as ``[H,W,3]`` float32 in [0, 1]."""
+        y = (np.arange(height)[:, None] + 0.5) / height + self.pan[1] * t
+        x = (np.arange(width)[None, :] + 0.5) / width + self.pan[0] * t
+        shade = 1.0 + self.light[0] * (x - 0.5) + self.light[1] * (y - 0.5)
+        image = np.broadcast_to(self.wall, (height, width, 3)) * shade[..., None]
+        for (left, top), (w, h), colour in self.boxes:
+            inside = (x >= left) & (x < left + w) & (y >= top) & (y < top + h)
+            image = np.where(inside[..., None], colour * shade[..., None], image)
+        image = np.where((y >= self.desk_top)[..., None], self.desk * (1.2 - 0.4 * y[..., None]), image)
+        return np.clip(image, 0, 1).astype(np.float32)
+
+
+def make_clip_set(root: str | Path, seed: int = 0, spec: ClipSetSpec | str = "clips") -> dict[str, int]:
+    """Write a clip set in the finetune layout under ``root``: ``clips/clip_NNN/`` (frames + alpha images for the
+    first ``image_clips``, video + alpha video for the rest) and optional ``backgrounds/``. Returns file counts.
+    Video clips need PyAV (training.video.VideoError without it)."""
+    from .video import write_video
+
+    spec = CLIP_SPECS[spec] if isinstance(spec, str) else spec
+    root = Path(root)
+    h, w = spec.size
+    for c in range(spec.image_clips + spec.video_clips):
+        rng = _rng(seed, 11, c)
+        figure, room = Figure(rng), Room(rng)
+        frames, alphas = [], []
+        for f in range(spec.frames):
+            fgr, alpha = figure.render(float(f), h, w)
+            frames.append(fgr * alpha[..., None] + room.render(float(f), h, w) * (1 - alpha[..., None]))
+            alphas.append(alpha)
+        folder = root / "clips" / f"clip_{c:03d}"
+        if c < spec.image_clips:
+            for f, (frame, alpha) in enumerate(zip(frames, alphas)):
+                _save(frame, folder / "frames" / f"{f:04d}.jpg")
+                _save(alpha, folder / "alpha" / f"{f:04d}.png")
+        else:
+            as_bytes = [np.round(np.clip(np.stack(a), 0, 1) * 255).astype(np.uint8) for a in (frames, alphas)]
+            extension = ".mp4" if spec.video_codec == "libx264" else ".mkv"
+            write_video(folder / f"video{extension}", as_bytes[0], codec=spec.video_codec)
+            write_video(folder / "alpha.mkv", as_bytes[1], codec="ffv1")
+    for i in range(spec.backgrounds):
+        _save(Room(_rng(seed, 12, i)).render(0.0, h, w), root / "backgrounds" / f"room_{i:03d}.jpg")
+    return {name: sum(1 for p in (root / name).rglob("*") if p.is_file()) for name in ("clips", "backgrounds")}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,20 +23,34 @@ from tqdm import tqdm
 from model import MattingNetwork, load_backbone_weights, load_checkpoint
 
 from . import distributed
-from .checkpoint import CHECKPOINT_NAME, capture_rng, read_training_checkpoint, restore_rng, save_atomic
+from .checkpoint import BEST_NAME, CHECKPOINT_NAME, capture_rng, read_training_checkpoint, restore_rng, save_atomic
+from .clip_data import ClipMattingDataset, ClipValidation, open_clip_data
 from .config import BOOKKEEPING_FIELDS, TrainConfig, get_lr
-from .datasets import (STREAMS, MattingDataset, SegmentationClipDataset, SegmentationImageDataset, ValidationClips,
-                       composite, open_data)
+from .datasets import (STREAMS, DataSources, MattingDataset, SegmentationClipDataset, SegmentationImageDataset,
+                       ValidationClips, composite, open_data)
 from .errors import ConfigError, ResumeError
 from .losses import matting_loss, segmentation_loss
 from .metrics import MetricAccumulator
 from .metrics_log import MetricsLog
 from .sampler import PositionBatchSampler
 
-__all__ = ["train", "validate", "param_groups", "random_crop", "resolve_steps"]
+__all__ = ["train", "validate", "param_groups", "random_crop", "resolve_steps", "DataLayout", "DATA_LAYOUTS"]
 
 MODULE_GROUPS = {"backbone": "backbone", "aspp": "aspp", "decoder": "decoder", "project_mat": "decoder",
                  "project_seg": "decoder", "refiner": "refiner"}
+
+
+@dataclass(frozen=True)
+class DataLayout:
+    """How a ``data_layout`` is read: ``open(cfg, root)`` checks it all before any work (raises DataLayoutError);
+    ``matting(...)`` and ``validation(...)`` take :class:`MattingDataset`'s and :class:`ValidationClips`' arguments."""
+    open: Callable[[TrainConfig, Path], DataSources]
+    matting: type
+    validation: type
+
+
+DATA_LAYOUTS = {"paper": DataLayout(open_data, MattingDataset, ValidationClips),
+                "clips": DataLayout(open_clip_data, ClipMattingDataset, ClipValidation)}
 
 
 def param_groups(model: MattingNetwork, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -101,9 +116,11 @@ def _check_resume(saved: TrainConfig, requested: TrainConfig) -> TrainConfig:
 def train(cfg: TrainConfig, data_dir: str | Path, out_dir: str | Path, *, resume: bool = False,
           init: str | Path | None = None, backbone_weights: str | Path | None = None, device: str = "auto",
           progress: bool = True) -> dict[str, Any]:
-    """Train ``cfg`` on ``data_dir``; write ``checkpoint_last.pth`` and ``metrics.jsonl`` to ``out_dir``.
+    """Train ``cfg`` on ``data_dir``; write ``checkpoint_last.pth``, ``checkpoint_best.pth`` (the weights of the
+    lowest validation alpha MAD so far) and ``metrics.jsonl`` to ``out_dir``.
 
-    Returns the last train and valid records. Raises ConfigError, DataLayoutError or ResumeError on bad input.
+    Returns the last train and valid records and the best one. Raises ConfigError, DataLayoutError (before any
+    file is written) or ResumeError on bad input, CheckpointError for an unusable ``init``.
     """
     env = distributed.setup(device)
     try:
@@ -121,11 +138,17 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
     if resume and (init or backbone_weights):
         raise ConfigError("--resume continues from the checkpoint's weights; do not combine it with --init or "
                           "--backbone-weights")
+    if cfg.init_required and not (init or resume):
+        raise ConfigError(f"config {cfg.name!r} fine-tunes trained weights: pass --init CKPT (the released "
+                          f"rvm_{cfg.variant}.pth or .safetensors, or a checkpoint_best.pth of ours)")
     if not resume and checkpoint_path.exists():
         raise ResumeError(f"{checkpoint_path} exists: pass --resume to continue that run or choose another --out")
+    layout = DATA_LAYOUTS[cfg.data_layout]
+    data = layout.open(cfg, data_dir)
+    if cfg.segmentation == "auto":
+        cfg = cfg.replace(segmentation=data.seg_video is not None)
     out_dir.mkdir(parents=True, exist_ok=True)
-    data = open_data(cfg, data_dir)
-    lr_data = MattingDataset(data.matting_train, data.backgrounds, cfg.lr_size, cfg.seq_length_lr, cfg.seed,
+    lr_data = layout.matting(data.matting_train, data.backgrounds, cfg.lr_size, cfg.seq_length_lr, cfg.seed,
                              STREAMS["matting_lr"])
     cfg = resolve_steps(cfg, len(lr_data), env.world_size)
     state = read_training_checkpoint(checkpoint_path) if resume else None
@@ -162,7 +185,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
         "matting_lr": start_step, "matting_hr": start_step, "seg_video": 0, "seg_image": 0}
     lr_iter = _loader(lr_data, cfg.batch_size, env, data_state["matting_lr"], cfg.num_workers)
     if cfg.hr_pass:
-        hr_data = MattingDataset(data.matting_train, data.backgrounds, cfg.hr_size, cfg.seq_length_hr, cfg.seed,
+        hr_data = layout.matting(data.matting_train, data.backgrounds, cfg.hr_size, cfg.seq_length_hr, cfg.seed,
                                  STREAMS["matting_hr"])
         hr_iter = _loader(hr_data, cfg.batch_size, env, data_state["matting_hr"], cfg.num_workers)
     if cfg.segmentation:
@@ -172,8 +195,11 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
         seg_clip_iter = _loader(seg_clips, cfg.batch_size, env, data_state["seg_video"], cfg.num_workers)
         seg_image_iter = _loader(seg_images, cfg.batch_size * cfg.seg_seq_length, env, data_state["seg_image"],
                                  cfg.num_workers)
-    valid = ValidationClips(data.matting_valid, data.valid_backgrounds, cfg.lr_size, cfg.valid_seq_length,
-                            cfg.valid_clips)
+    valid = layout.validation(data.matting_valid, data.valid_backgrounds, cfg.lr_size, cfg.valid_seq_length,
+                              cfg.valid_clips)
+    if env.is_main:
+        for note in filter(None, data.notes):
+            print(f"note: {note}")
     log = MetricsLog(out_dir, start_step if state is not None else None, cfg.tensorboard) if env.is_main else None
     autocast = torch.autocast("cuda", torch.float16) if cfg.amp else nullcontext()
 
@@ -188,14 +214,23 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
         fgr, pha, bgr = random_crop(crop_rng, cfg.batch_crop_min, *layers)
         with autocast:
             pred_fgr, pred_pha = model(composite(fgr, pha, bgr), downsample_ratio=ratio)[:2]
-        losses = matting_loss(pred_fgr, pred_pha, fgr, pha)
+        losses = matting_loss(pred_fgr, pred_pha, fgr, pha, cfg.fgr_alpha_threshold)
         optimise(losses["total"])
         return losses
 
-    last: dict[str, Any] = {}
-    if start_step == 0 and env.is_main:
-        last["valid"] = {"step": 0, "split": "valid", **validate(raw_model, valid, env.device, cfg.amp)}
+    last: dict[str, Any] = {"best": state.get("best", {}) if state is not None else {}}
+
+    def validate_and_keep_best(done: int) -> None:
+        """Validate (rank 0); a lower alpha MAD than any before replaces checkpoint_best.pth (weights only)."""
+        last["valid"] = {"step": done, "split": "valid", **validate(raw_model, valid, env.device, cfg.amp)}
         log.write(last["valid"])
+        if last["valid"]["pha_mad"] < last["best"].get("pha_mad", math.inf):
+            last["best"] = {"step": done, "pha_mad": last["valid"]["pha_mad"]}
+            save_atomic({"model": raw_model.state_dict(), "config": cfg.to_dict(), "step": done,
+                         "valid": last["valid"]}, out_dir / BEST_NAME)
+
+    if start_step == 0 and env.is_main:
+        validate_and_keep_best(0)
     distributed.barrier(env)
     bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not (progress and env.is_main), desc=cfg.name)
     started = time.perf_counter()
@@ -231,8 +266,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
             bar.set_postfix(loss=f"{values['matting_total']:.4f}")
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             if env.is_main:
-                last["valid"] = {"step": done, "split": "valid", **validate(raw_model, valid, env.device, cfg.amp)}
-                log.write(last["valid"])
+                validate_and_keep_best(done)
                 bar.write(f"step {done}: valid pha_mad {last['valid']['pha_mad']:.2f} "
                           f"(all-zero baseline {last['valid']['baseline_zero_pha_mad']:.2f})")
             distributed.barrier(env)
@@ -242,7 +276,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
                              "scaler": scaler.state_dict(), "config": cfg.to_dict(), "step": done,
                              "data": {"matting_lr": done, "matting_hr": done, "seg_video": (done + 1) // 2,
                                       "seg_image": done // 2},
-                             "rng": capture_rng(), "world_size": env.world_size}, checkpoint_path)
+                             "rng": capture_rng(), "world_size": env.world_size, "best": last["best"]},
+                            checkpoint_path)
             distributed.barrier(env)
         bar.update(1)
     bar.close()
