@@ -86,3 +86,22 @@ def test_param_groups_give_each_module_its_learning_rate():
     fgf = MattingNetwork("mobilenetv3", "fast_guided_filter")
     assert "refiner" not in {g["name"] for g in param_groups(fgf, cfg)}
     torch.optim.Adam(param_groups(fgf, cfg))  # accepted as is
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    (["--steps", "-3"], "argument --steps: must be at least 1, got -3"),
+    (["--batch-size", "0"], "argument --batch-size: must be at least 1"),
+    (["--lr-scale", "0"], "argument --lr-scale: must be in (0, 1e+06]"),
+    (["--crop-min", "1.5"], "argument --crop-min: must be in (0, 1]"),
+    (["--seed", "-1"], "argument --seed: must be at least 0"),
+], ids=["steps-0", "steps-negative", "batch-0", "lr-scale-0", "crop-min", "seed"])
+def test_rvm_train_refuses_values_before_any_work(args, text, tmp_path, capsys):
+    """rvm-train --steps 0 used to train the preset's epochs (80 steps) silently; now exit 2, nothing written."""
+    from training.cli import main as train_main
+
+    out = tmp_path / "run"
+    code = train_main(["--config", "smoke", "--data", str(tmp_path), "--out", str(out), *args])
+    assert code == 2
+    assert text in capsys.readouterr().err
+    assert not out.exists()

@@ -28,6 +28,30 @@ from .errors import EXIT_CHECKPOINT, EXIT_OK, EXIT_USAGE, ConfigError, TrainingE
 __all__ = ["main", "build_parser"]
 
 
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def _float_in(low: float, high: float, low_open: bool = True):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not ((low < value) if low_open else (low <= value)) or not value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {'(' if low_open else '['}{low:g}, {high:g}], got {value:g}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rvm-train", description=__doc__.split("\n\n")[0].replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -36,22 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, help="data root holding the layouts the preset names")
     parser.add_argument("--out", type=Path, help="run folder: checkpoint_last.pth, metrics.jsonl, tensorboard/")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint_last.pth")
-    parser.add_argument("--steps", type=int, help="total optimizer steps (overrides the preset's epochs)")
-    parser.add_argument("--batch-size", type=int, help="clips per process per pass")
-    parser.add_argument("--size", type=int, help="side of the square training crop in px (the preset's lr_size)")
-    parser.add_argument("--crop-min", type=float, help="smallest per-batch random crop side, as a fraction of --size")
-    parser.add_argument("--lr-scale", type=float, help="multiply every learning rate of the preset by this")
-    parser.add_argument("--seed", type=int, help="seed of initialisation, data order and augmentation")
-    parser.add_argument("--num-workers", type=int, help="DataLoader workers per data stream")
-    parser.add_argument("--log-every", type=int, help="steps between loss records")
-    parser.add_argument("--eval-every", type=int, help="steps between validations")
-    parser.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    parser.add_argument("--steps", type=_int_at_least(1), help="total optimizer steps (overrides the preset's epochs)")
+    parser.add_argument("--batch-size", type=_int_at_least(1), help="clips per process per pass")
+    parser.add_argument("--size", type=_int_at_least(16), help="side of the square training crop in px (the preset's lr_size)")
+    parser.add_argument("--crop-min", type=_float_in(0.0, 1.0), help="smallest per-batch random crop side, as a fraction of --size")
+    parser.add_argument("--lr-scale", type=_float_in(0.0, 1e6), help="multiply every learning rate of the preset by this")
+    parser.add_argument("--seed", type=_int_at_least(0), help="seed of initialisation, data order and augmentation")
+    parser.add_argument("--num-workers", type=_int_at_least(0), help="DataLoader workers per data stream")
+    parser.add_argument("--log-every", type=_int_at_least(1), help="steps between loss records")
+    parser.add_argument("--eval-every", type=_int_at_least(1), help="steps between validations")
+    parser.add_argument("--checkpoint-every", type=_int_at_least(1), help="steps between checkpoints")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                         help="float16 autocast (CUDA only); default: the preset's choice")
     parser.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
                         help="write TensorBoard events; default: the preset's choice")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads for this process")
+    parser.add_argument("--threads", type=_int_at_least(1), help="torch.set_num_threads for this process")
     parser.add_argument("--init", type=Path, help="start from these weights (the previous stage's checkpoint)")
     parser.add_argument("--backbone-weights", type=Path, help="torchvision ImageNet weights for the encoder")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
