@@ -13,6 +13,7 @@ REGISTRY: dict[str, str] = {
     "tflite": "targets.tflite",
     "coreml": "targets.coreml",
     "cuda": "targets.torch_cuda",
+    "web": "targets.web",
 }
 # What `--target all` means: every file format we ship (the CUDA target is PyTorch on a GPU, asked for by name).
 FILE_TARGETS: tuple[str, ...] = ("onnx", "openvino", "tflite", "coreml")

@@ -72,7 +72,11 @@ class Artifact:
 
 
 class Stream(Protocol):
-    """Runs consecutive frames, keeping the recurrent states as the runtime's own values between calls."""
+    """Runs consecutive frames, keeping the recurrent states as the runtime's own values between calls.
+
+    A stream whose runtime lives elsewhere (a browser page) may also set ``timed_ms``, the last step's time measured
+    there; the benchmark reports it instead of the wall time seen from Python.
+    """
 
     def step(self, src: np.ndarray) -> Mapping[str, np.ndarray]:
         """``src`` is NCHW float32 [1,3,H,W]; returns NCHW float32 ``fgr``, ``pha`` and, where the model exposes
