@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rollout and measure throughput. Subcommands: export (default), bench, verify, targets.")
     p.add_argument("--version", action="version", version=f"rvm-export {__version__}")
     p.add_argument("--target", action="append", required=True, metavar="NAME",
-                   help="onnx, openvino, tflite, coreml, cuda, or all (= the four file formats); repeatable or "
+                   help="onnx, openvino, tflite, coreml, cuda, web, or all (= the four file formats); repeatable or "
                         "comma-separated")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help=".pth or .safetensors; without it a seeded, UNTRAINED default model is exported")

@@ -77,7 +77,7 @@ def resolve_targets(names: list[str]) -> tuple[str, ...]:
                 if item not in resolved:
                     resolved.append(item)
     if not resolved:
-        raise UsageError("no target given: use --target onnx|openvino|tflite|coreml|cuda|all")
+        raise UsageError("no target given: use --target onnx|openvino|tflite|coreml|cuda|web|all")
     return tuple(resolved)
 
 
