@@ -102,6 +102,17 @@ def test_browser_parity_fp32(backend, fp32_artifacts, runners, reference_rollout
           f"in-page median {np.median(times[1:]):.1f} ms/frame (first {times[0]:.0f} ms)")
 
 
+def test_runner_run_is_one_stateless_call(runners, reference_rollout):
+    """``Runner.run``: every input given (zero states), one ``session.run`` in the page, contract-named outputs."""
+    from rvm_export.spec import IOSpec
+
+    frame, expected = reference_rollout[0]
+    states = IOSpec("mobilenetv3", "deep_guided_filter", BUCKET).zero_states(BUCKET)
+    outputs = runners("wasm:1").run({"src": frame, **states})
+    assert {k: v.shape for k, v in outputs.items()} == {k: v.shape for k, v in expected.items()}
+    assert max(float(np.abs(outputs[k] - expected[k]).max()) for k in expected) <= 1e-4
+
+
 def test_wasm_threads_run_isolated(runners):
     info = runners("wasm:2").info
     assert info["threads"] == 2 and info["crossOriginIsolated"] is True
@@ -160,6 +171,7 @@ def test_browser_parity_fp16_wasm(fp16_artifacts, reference_rollout):
         runner.close()
     assert report.frames == FRAMES and report.tolerance.frame_max == 5e-2
     assert report.passed, report.failures()
+    print(f"\n{runner.label} fp16: max abs {report.max_abs:.2e}, pha MAD {report.pha_mad:.2e} over {FRAMES} frames")
 
 
 def test_fp16_on_webgpu_needs_shader_f16(fp16_artifacts, runners):

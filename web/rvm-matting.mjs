@@ -187,6 +187,7 @@ export class Matting {
 
   /** Start a new clip (a cut, a new video): the next step() uses zero states. */
   reset() {
+    if (this.#busy) fail('reset() called while a step() is running; await it first');
     for (const [name, tensor] of Object.entries(this.#states)) {
       if (tensor !== this.#zeros[name] && tensor.location === 'gpu-buffer') tensor.dispose();
     }
