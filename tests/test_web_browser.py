@@ -113,6 +113,26 @@ def test_runner_run_is_one_stateless_call(runners, reference_rollout):
     assert max(float(np.abs(outputs[k] - expected[k]).max()) for k in expected) <= 1e-4
 
 
+@pytest.mark.parametrize("kind", ["ImageData", "OffscreenCanvas", "ImageBitmap", "VideoFrame"])
+def test_step_takes_browser_images(kind, runners, golden_model):
+    """The module's pixel path: 8-bit RGBA as a browser image source gives what PyTorch computes for RGB / 255."""
+    import torch
+
+    from rvm_export.scene import MovingScene
+
+    frame = MovingScene(BUCKET.width, BUCKET.height, 1, seed=5).frame(0)
+    rgb = np.round(frame[0].transpose(1, 2, 0) * 255).astype(np.uint8)
+    rgba = np.concatenate([rgb, np.full(rgb.shape[:2] + (1,), 255, np.uint8)], axis=2)
+    runner = runners("wasm:1")
+    _, data = runner.call("stepSource", {"kind": kind}, rgba.tobytes())
+    got = np.frombuffer(data, "<f4")
+    src = torch.from_numpy(rgb.transpose(2, 0, 1)[None].astype(np.float32) / np.float32(255))
+    with torch.inference_mode():
+        fgr, pha, *_ = golden_model(src, downsample_ratio=BUCKET.ratio)
+    expected = np.concatenate([fgr.numpy().ravel(), pha.numpy().ravel()])
+    assert float(np.abs(got - expected).max()) <= 1e-4
+
+
 def test_wasm_threads_run_isolated(runners):
     info = runners("wasm:2").info
     assert info["threads"] == 2 and info["crossOriginIsolated"] is True
