@@ -201,15 +201,15 @@ def test_bench_reports_the_runtime_own_time():
 def test_labels_say_where_nodes_ran():
     from targets.web.runtime import backend_label, node_placement
 
-    logs = ["error: ... VerifyEachNodeIsAssignedToAnEp]  All nodes placed on [JsExecutionProvider]. "
-            "Number of nodes: 220"]
+    line = "error: ... VerifyEachNodeIsAssignedToAnEp]  All nodes placed on [JsExecutionProvider]. Number of nodes: 220"
+    logs = [line]
     placement = node_placement(logs)
     assert placement == {"JsExecutionProvider": 220}
     info = {"backend": "webgpu", "ortVersion": "1.30.0", "layout": "NCHW",
             "adapter": {"vendor": "google", "architecture": "swiftshader", "fallback": True}}
     label = backend_label(info, "156.0", placement)
     assert "software adapter, not a GPU" in label and "all 220 nodes on WebGPU" in label
-    split = node_placement([*logs[:0], "Node(s) placed on [JsExecutionProvider]. Number of nodes: 200",
+    split = node_placement(["Node(s) placed on [JsExecutionProvider]. Number of nodes: 200",
                             "Node(s) placed on [CPUExecutionProvider]. Number of nodes: 3"])
     assert "200 nodes on WebGPU, 3 on CPUExecutionProvider" in backend_label(info, "156.0", split)
     wasm = backend_label({"backend": "wasm", "threads": 2, "ortVersion": "1.30.0"}, "156.0")

@@ -71,8 +71,9 @@ class Harness:
     def _fill(self, timeout: float) -> None:
         fd = self.process.stdout.fileno()
         ready, _, _ = select.select([fd], [], [], timeout)
-        if not ready:
-            raise HarnessError(f"the browser did not answer within {timeout:.0f} s")
+        if not ready:  # a late reply would be read as the next one's: this harness is done
+            self.process.kill()
+            raise HarnessError(f"the browser did not answer within {timeout:.0f} s; the harness was stopped")
         chunk = os.read(fd, 1 << 20)
         if not chunk:
             raise HarnessError(f"the browser harness closed its output: {self.stderr_tail()}")

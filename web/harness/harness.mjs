@@ -174,6 +174,7 @@ for (;;) {
     await write({ ok: true, ...header, bytes: output ? output.length : 0 }, output);
   } catch (error) {
     const logs = request.page ? pages.get(request.page)?.logs.splice(0) ?? [] : [];
-    await write({ ok: false, error: String(error?.message ?? error).split('\n')[0], logs: logs.slice(-20) });
+    const message = String(error?.message ?? error).split('\n')[0].replace(/^page\.evaluate: (Error: )?/, '');
+    await write({ ok: false, error: message, logs: logs.slice(-20) });
   }
 }
