@@ -88,8 +88,11 @@ def run_bench(args: argparse.Namespace) -> int:
         entries = [BenchEntry(f"foreign:{p.name}", (lambda p=p: load_foreign(p, options)), p) for p in args.foreign]
         for a in artifacts:
             if a.spec.bucket is None or a.spec.bucket == bucket:
-                entries.append(BenchEntry(f"{a.target}:{a.name}", (lambda a=a: get_target(a.target).load(a, options)),
-                                          a.path))
+                backend = a.details.get("backend")  # one web model is listed once per browser backend
+                threads = f":{a.details['threads']}" if "threads" in a.details else ""
+                where = f" [{backend}{threads}]" if backend else ""
+                entries.append(BenchEntry(f"{a.target}:{a.name}{where}",
+                                          (lambda a=a: get_target(a.target).load(a, options)), a.path))
         if not entries:
             print(f"no artifact runs at {bucket.label}; skipped", file=sys.stderr)
             continue
