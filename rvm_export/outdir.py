@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -177,22 +178,29 @@ class OutputFolder:
             if isinstance(entry, dict) and isinstance(entry.get("path"), str):
                 path = (self.final / entry["path"]).resolve()
                 if self.final.resolve() in path.parents:
-                    files += [path, path.parent / f"{path.name}.parity.png"]
+                    files += [path, *path.parent.glob(f"{glob.escape(path.name)}*.parity.png")]
+                companions = entry.get("companions") if isinstance(entry.get("companions"), list) else []
+                for companion in companions:
+                    extra = (self.final / str(companion)).resolve()
+                    if self.final.resolve() in extra.parents:
+                        files.append(extra)
         return [*files, self.final / REPORT]
 
-    def commit(self, new_paths: list[str]) -> None:
-        """Swap the staged run in: remove what the previous manifest listed, move ``new_paths`` (relative to the
-        stage: artifacts, plots, report) in, then ``manifest.json`` last."""
+    def commit(self) -> None:
+        """Swap the staged run in: remove what the previous manifest listed (artifacts, their plots and companion
+        files, the report), move every staged file in, then ``manifest.json`` last."""
         assert self.stage is not None, "commit() outside the with-block"
         with _signals_deferred():
             for path in self._previous_files():
                 _remove(path)
-            for relative in new_paths:
-                source, target = self.stage / relative, self.final / relative
-                if not source.exists():
+            for source in sorted(p for p in self.stage.rglob("*") if p.is_file() or p.is_symlink()):
+                relative = source.relative_to(self.stage)
+                if relative == Path(MANIFEST):
                     continue
+                target = self.final / relative
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _remove(target)
+                if target.is_dir() and not target.is_symlink():
+                    shutil.rmtree(target)
                 os.replace(source, target)
             staged_manifest = self.stage / MANIFEST
             if not staged_manifest.is_file():

@@ -99,7 +99,7 @@ def resolve_targets(names: list[str]) -> tuple[str, ...]:
                 if item not in resolved:
                     resolved.append(item)
     if not resolved:
-        raise UsageError("no target given: use --target onnx|openvino|tflite|coreml|cuda|all")
+        raise UsageError("no target given: use --target onnx|openvino|tflite|coreml|cuda|web|all")
     return tuple(resolved)
 
 
@@ -215,10 +215,11 @@ def run_export(config: RunConfig) -> RunResult:
         manifest = write_outputs(stage, records, failures, model_info, settings)
         for record in records:
             record.runner = None  # release the files before they move
-        moved = [a["path"] for a in manifest["artifacts"]]
-        folder.commit([*moved, *(f"{p}.parity.png" for p in moved), "report.md"])
+        folder.commit()
         for record in records:
             record.artifact.path = folder.final / Path(record.artifact.path).relative_to(stage)
+            record.artifact.companions = tuple(folder.final / Path(c).relative_to(stage)
+                                               for c in record.artifact.companions)
     _say(f"wrote {folder.final / 'manifest.json'} and {folder.final / 'report.md'}")
     if failures:
         code = ExitCode.EXPORT_FAILED

@@ -60,6 +60,7 @@ class ArtifactRecord:
             "size_bytes": sum(p.stat().st_size for p in Path(a.path).rglob("*")) if Path(a.path).is_dir()
             else Path(a.path).stat().st_size,
             "details": a.details,
+            "companions": [str(Path(c).relative_to(root)) for c in a.companions],
             "parity": [p.to_dict() for p in self.parity],
             "benchmark": [b.to_dict() for b in self.bench],
             "errors": self.errors,
@@ -76,6 +77,13 @@ class Failure:
     target: str
     precision: str
     reason: str
+
+
+def _backend_tag(artifact: Artifact) -> str:
+    """``.wasm2`` / ``.webgpu`` for one file listed once per backend (the web target), else ``""``: keeps their
+    plots apart."""
+    backend = artifact.details.get("backend")
+    return f".{backend}{artifact.details.get('threads', '')}" if backend else ""
 
 
 def _plot_parity(record: ArtifactRecord, path: Path) -> bool:
@@ -163,9 +171,9 @@ def write_outputs(out_dir: Path, records: list[ArtifactRecord], failures: list[F
     """Write the parity plots, ``manifest.json`` and ``report.md`` (each atomically); return the manifest."""
     plots: dict[str, str] = {}
     for record in records:
-        png = Path(record.artifact.path).parent / f"{record.artifact.name}.parity.png"
+        png = Path(record.artifact.path).parent / f"{record.artifact.name}{_backend_tag(record.artifact)}.parity.png"
         if _plot_parity(record, png):
-            plots[record.artifact.name] = str(png.relative_to(out_dir))
+            plots[record.artifact.name + _backend_tag(record.artifact)] = str(png.relative_to(out_dir))
     manifest = {
         "rvm_export_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -21,6 +21,7 @@ REGISTRY: dict[str, str] = {
     "tflite": "targets.tflite",
     "coreml": "targets.coreml",
     "cuda": "targets.cuda",
+    "web": "targets.web",
 }
 
 

@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
+def _where(artifact: Artifact) -> str:
+    """`` [wasm:2]`` for an artifact listed once per backend (the web target), else ``""``."""
+    backend = artifact.details.get("backend")
+    threads = f":{artifact.details['threads']}" if "threads" in artifact.details else ""
+    return f" [{backend}{threads}]" if backend else ""
+
+
 def _our_onnx(path: Path) -> Artifact | None:
     """An ONNX file written by rvm-export (its contract embedded), or None for a foreign one."""
     from targets.onnx import read_contract
@@ -83,8 +90,8 @@ def run(args: argparse.Namespace) -> int:
         entries = [BenchEntry(f"foreign:{p.name}", (lambda p=p: load_foreign(p, options)), p) for p in args.foreign]
         for a in artifacts:
             if a.spec.bucket is None or a.spec.bucket == bucket:
-                entries.append(BenchEntry(f"{a.target}:{a.name}", (lambda a=a: get_target(a.target).load(a, options)),
-                                          a.path))
+                entries.append(BenchEntry(f"{a.target}:{a.name}{_where(a)}",
+                                          (lambda a=a: get_target(a.target).load(a, options)), a.path))
         if not entries:
             print(f"no artifact runs at {bucket.label}; skipped", file=sys.stderr)
             continue

@@ -22,7 +22,7 @@ DEFAULT_RESOLUTION = "1280x720"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """This command's arguments, added to its sub-parser."""
     p.add_argument("--target", action="append", required=True, metavar="NAME",
-                   help="onnx, openvino, tflite, coreml, cuda, or all (= the file formats); repeatable or "
+                   help="onnx, openvino, tflite, coreml, cuda, web, or all (= the file formats); repeatable or "
                         "comma-separated")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help=".pth or .safetensors; without it a seeded, UNTRAINED default model is exported")

@@ -91,6 +91,7 @@ class Artifact:
     flavour: str  # "dynamic" | "static" | "stateful" | "multifunction" | ...
     buckets: tuple[Bucket, ...]  # where this artifact is valid and is checked
     details: dict[str, Any] = field(default_factory=dict)  # converter, opset, compute precision, io dtype, notes
+    companions: tuple[Path, ...] = ()  # files written beside it that belong to it (a sidecar, an app's runtime files)
 
     @property
     def name(self) -> str:

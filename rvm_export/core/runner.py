@@ -21,7 +21,10 @@ __all__ = ["Stream", "Runner", "ArrayStream", "fed_back", "check_frame"]
 
 @runtime_checkable
 class Stream(Protocol):
-    """Runs consecutive frames of one bucket."""
+    """Runs consecutive frames of one bucket.
+
+    A stream whose runtime lives elsewhere (a browser page) may also set ``timed_ms``, the last step's time measured
+    there; the benchmark reports it instead of the wall time seen from Python."""
 
     def step(self, src: np.ndarray) -> Mapping[str, np.ndarray]:
         """``src``: NCHW float32 ``[1, 3, H, W]`` RGB in [0, 1]. Returns NCHW float32 ``fgr`` [1,3,H,W], ``pha``
