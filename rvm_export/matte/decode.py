@@ -106,7 +106,7 @@ def _probe_video(path: Path) -> InputInfo:
         raise InputError(f"{path} is not a video or image PyAV can open ({type(exc).__name__}: {exc})") from None
     with container:
         if not container.streams.video:
-            raise InputError(f"{path} has no video stream")
+            raise InputError(f"{path} has no video stream (zero video frames)")
         stream = container.streams.video[0]
         if stream.codec_context is None:
             raise InputError(f"{path}: its video codec has no decoder in this FFmpeg build (PyAV cannot decode it)")

@@ -236,8 +236,10 @@ def _folder(folder: Path, frame: tuple[int, int], artifact_name: str | None, tar
         if not chosen:
             asked = ", ".join(f"{k} {v}" for k, v in (("target", target), ("precision", precision),
                                                       ("ratio", ratio)) if v is not None) or "any"
+            listed = ", ".join(f"{e['path']} [{e['status']}; {', '.join(e['buckets']) if a.spec.bucket else 'dynamic'}]"
+                               for a, e in pairs)
             raise UsageError(f"{folder} has no artifact that passed parity and runs here ({asked}; device {device}); "
-                             f"it lists {', '.join(e['path'] + ' [' + e['status'] + ']' for _, e in pairs)}")
+                             f"it lists {listed}")
         chosen.sort(key=lambda pair: _rank(pair[0], pair[1], *frame))
     refused = []
     for artifact, entry in chosen:
