@@ -51,7 +51,7 @@ class MatteSummary:
     cuts: list[int] = field(default_factory=list)  # frames the scene-cut detector marked
     seconds: float = 0.0  # wall time of the frame loop
     fps: float = 0.0  # frames / seconds
-    stages: dict[str, float] = field(default_factory=dict)  # busy seconds: produce, infer, consume
+    stages: dict[str, float] = field(default_factory=dict)  # busy s: produce, infer, consume; *_cpu: CPU s
     compare_model: str | None = None  # the second model with --compare
     alpha_diff_mean: list[float] = field(default_factory=list, repr=False)  # per frame, |pha - pha2| mean
     alpha_diff_max: list[float] = field(default_factory=list, repr=False)  # per frame, |pha - pha2| max
@@ -253,7 +253,9 @@ def run(request: MatteRequest) -> MatteSummary:
         plan.background.close()
     summary.seconds = times.wall
     summary.fps = summary.frames / times.wall if times.wall > 0 else 0.0
-    summary.stages = {"produce": times.produce, "infer": times.infer, "consume": times.consume}
+    summary.stages = {"produce": times.produce, "infer": times.infer, "consume": times.consume,
+                      "produce_cpu": times.produce_cpu, "consume_cpu": times.consume_cpu,
+                      "process_cpu": times.process_cpu}
     return summary
 
 

@@ -19,11 +19,15 @@ _POLL = 0.1  # seconds between checks of the stop flag while a queue is full or 
 
 @dataclass
 class StageTimes:
-    """Seconds each stage spent working (not waiting), and the wall time of the whole run."""
+    """Seconds each stage spent working (not waiting), the CPU seconds of the two helper threads (libraries' own
+    worker threads not included), the whole process's CPU seconds, and the wall time of the run."""
 
     produce: float = 0.0
     infer: float = 0.0
     consume: float = 0.0
+    produce_cpu: float = 0.0
+    consume_cpu: float = 0.0
+    process_cpu: float = 0.0
     wall: float = 0.0
     items: int = 0
 
@@ -66,6 +70,7 @@ def run_stages(produce: Iterator[Any], infer: Callable[[Any], Any], consume: Cal
     errors: list[BaseException] = []
 
     def producer() -> None:
+        cpu = time.thread_time()
         try:
             iterator = iter(produce)
             while True:
@@ -84,8 +89,10 @@ def run_stages(produce: Iterator[Any], infer: Callable[[Any], Any], consume: Cal
             close = getattr(produce, "close", None)
             if close is not None:
                 close()
+            times.produce_cpu = time.thread_time() - cpu
 
     def consumer() -> None:
+        cpu = time.thread_time()
         try:
             while True:
                 item = _get(outbox, stop)
@@ -99,10 +106,12 @@ def run_stages(produce: Iterator[Any], infer: Callable[[Any], Any], consume: Cal
         except BaseException as exc:  # noqa: BLE001 - handed to the caller
             errors.append(exc)
             stop.set()
+        finally:
+            times.consume_cpu = time.thread_time() - cpu
 
     threads = [threading.Thread(target=producer, name="matte-produce", daemon=True),
                threading.Thread(target=consumer, name="matte-consume", daemon=True)]
-    wall = time.perf_counter()
+    wall, process = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.start()
     try:
@@ -128,6 +137,7 @@ def run_stages(produce: Iterator[Any], infer: Callable[[Any], Any], consume: Cal
                     stop.set()
                 thread.join(timeout=_POLL)
     times.wall = time.perf_counter() - wall
+    times.process_cpu = time.process_time() - process
     if errors:
         raise errors[0]
     return times
