@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=60, help="frames per timed run (default 60)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every runtime and PyTorch (default 2)")
+    parser.add_argument("--preset", default=None, help="x264 preset for both pipelines (default: matte's)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--memory", action="store_true", help="also peak RSS for 100 vs 1000 frames (looped clip)")
     args = parser.parse_args(argv)
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     clip = clip_path(args.clip)
     info = probe(clip)
-    encode = EncodeOptions()
+    encode = EncodeOptions(preset=args.preset or EncodeOptions.preset)
     load_before = load_average()
     rows = fast_artifacts(args.exports, info.width, info.height)
     runnable, skipped = [], {}
@@ -203,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 row["model_s"].append(model_only(row["source"], row["geometry"], srcs))
                 del srcs
                 summary = matte(clip, row["folder"], artifact=row["artifact"], composite=work / "matte.mp4",
-                                max_frames=args.frames, threads=args.threads, progress=False, overwrite=True)
+                                max_frames=args.frames, threads=args.threads, progress=False, overwrite=True,
+                                encode=encode)
                 row["e2e_fps"].append(summary.fps)
                 row["stages"].append({k: round(v / summary.frames * 1e3, 2) for k, v in summary.stages.items()})
                 print(f"  {row['label']}: model {1 / row['model_s'][-1]:.2f} frames/s, matte {summary.fps:.2f} "

@@ -84,7 +84,8 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--no-scene-cuts", dest="scene_cuts", action="store_false",
                        help="do not reset the recurrent states at detected scene cuts")
     model.add_argument("--scene-cut-threshold", type=float, default=DEFAULT_THRESHOLD,
-                       help=f"mean abs difference of sampled pixels (0..1) that marks a cut (default {DEFAULT_THRESHOLD})")
+                       help=f"mean abs difference of sampled pixels (0..1) that marks a cut "
+                            f"(default {DEFAULT_THRESHOLD})")
     model.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     model.add_argument("--threads", type=_positive_int, default=None, help="runtime intra-op threads")
     enc = parser.add_argument_group("encoding")

@@ -2,10 +2,10 @@
 
 | extension | codec | colour / alpha outputs | alpha kept |
 |---|---|---|---|
-| .mp4, .m4v, .mkv | H.264 (libx264) | yuv420p (yuv444p at an odd size, which 4:2:0 cannot hold) | no |
-| .mov | ProRes 4444 (prores_aw; prores_ks at an odd width, which prores_aw refuses) | yuv444p10le / yuva444p10le | yes |
+| .mp4, .m4v, .mkv | H.264 (libx264) | yuv420p (yuv444p at an odd size: 4:2:0 cannot hold it) | no |
+| .mov | ProRes 4444 (prores_aw; prores_ks at an odd width) | yuv444p10le / yuva444p10le | yes |
 | .webm | VP9 (libvpx-vp9) | yuv420p / yuva420p | yes |
-| folder | PNG (lossless; 8-bit RGB, RGBA or grey), plus timestamps.txt (timecode format v2, ms) | rgb24 / rgba / gray | yes |
+| folder | PNG, lossless 8-bit, plus timestamps.txt (timecode format v2, ms) | rgb24 / rgba / gray | yes |
 
 Frames are filled planar (``gbrp``, ``gbrap``, ``gray``) and converted by swscale to BT.709 limited range, which the
 stream is tagged with. Timestamps are the input's (its time base is kept), so variable frame rates survive.
@@ -213,6 +213,7 @@ class Writer:
     def __init__(self, plan: OutputPlan, path: Path, width: int, height: int, time_base: Fraction, rate: Fraction,
                  options: EncodeOptions, audio: Any = None) -> None:
         self.plan, self.width, self.height = plan, width, height
+        self.closed = False
         self._impl: Any = (_Png(plan, path, options) if plan.container is None else
                            _Video(plan, path, width, height, time_base, rate, options, audio))
 
@@ -226,10 +227,15 @@ class Writer:
         self._impl.write(handle, frame)
 
     def close(self) -> None:
+        """Flush and finish the file (audio included)."""
         self._impl.close()
+        self.closed = True
 
     def abort(self) -> None:
-        self._impl.abort()
+        """Stop without finishing (the caller deletes the temporary file); nothing once closed."""
+        if not self.closed:
+            self.closed = True
+            self._impl.abort()
 
 
 def open_writer(plan: OutputPlan, path: Path, width: int, height: int, time_base: Fraction, rate: Fraction,

@@ -46,7 +46,7 @@ class MatteSummary:
     model: str  # what ran, e.g. "openvino fp32 static 1280x720@0.375 (...)"
     geometry: str  # size@ratio the model ran at for the first frame size
     outputs: dict[str, str]  # kind -> path
-    audio: dict[str, str] = field(default_factory=dict)  # output path -> "copy" | "re-encoded to ..." 
+    audio: dict[str, str] = field(default_factory=dict)  # output path -> "copy" | "re-encoded to ..."
     resets: list[int] = field(default_factory=list)  # frames where the states restarted (cuts, size changes)
     cuts: list[int] = field(default_factory=list)  # frames the scene-cut detector marked
     seconds: float = 0.0  # wall time of the frame loop
@@ -103,12 +103,17 @@ def prepare(request: MatteRequest) -> _Plan:
     request.check_paths()
     info = probe(request.input, request.fps)
     if len(info.sizes) > 1 and any(plan.is_video for plan in request.plans()):
-        raise UsageError(f"{info.path} holds frames of {len(info.sizes)} sizes ({', '.join(f'{w}x{h}' for w, h in info.sizes[:4])}"
-                         f"...): a video output needs one size; write PNG folders (an output name without extension)")
+        sizes = ", ".join(f"{w}x{h}" for w, h in info.sizes[:3])
+        raise UsageError(f"{info.path} holds frames of {len(info.sizes)} sizes ({sizes}...): a video output needs one "
+                         f"size; write PNG folders (an output name without extension)")
     background = parse_background(request.background)
-    models = [_model(request, request.model, request.artifact, info, True)]
-    if request.compare is not None:
-        models.append(_model(request, request.compare, request.compare_artifact, info, False))
+    try:
+        models = [_model(request, request.model, request.artifact, info, True)]
+        if request.compare is not None:
+            models.append(_model(request, request.compare, request.compare_artifact, info, False))
+    except BaseException:
+        background.close()
+        raise
     return _Plan(request, info, models, background)
 
 
@@ -206,16 +211,11 @@ def _open_writers(plan: _Plan, stack: ExitStack, summary: MatteSummary) -> dict[
             audio = AudioCopy(info.path, partial)
         width = info.width * (2 if output.kind == "compare" else 1)
         writer = open_writer(output, temporary, width, info.height, info.time_base, info.rate, request.encode, audio)
-        stack.callback(_abort_unless_closed, writer)
+        stack.callback(writer.abort)
         writers[output.kind] = writer
         if audio is not None:
             summary.audio[str(output.path)] = audio.mode
     return writers
-
-
-def _abort_unless_closed(writer: Writer) -> None:
-    if not getattr(writer, "closed", False):
-        writer.abort()
 
 
 def run(request: MatteRequest) -> MatteSummary:
@@ -236,12 +236,11 @@ def run(request: MatteRequest) -> MatteSummary:
     bar = _progress(plan)
     try:
         with ExitStack() as stack:  # on leaving it without an error, every temporary output is renamed
-            writers = _open_writers(plan, stack, summary)
+            writers = _guarded(summary, _open_writers, plan, stack, summary)
             times = _guarded(summary, run_stages, _produce(plan), lambda work: _infer(plan, work),
                              _Sink(plan, writers, summary, bar), depth=request.queue_depth)
             for writer in writers.values():
                 _guarded(summary, writer.close)
-                writer.closed = True  # type: ignore[attr-defined]
             if request.compare_plot:
                 from .compare import plot_alpha_difference
 

@@ -94,6 +94,7 @@ class MatteRequest:
     def check_paths(self) -> None:
         """Outputs distinct, none the input or the model, none existing unless ``overwrite``. Raises UsageError."""
         paths = self.output_paths()
+        folders = {plan.path for plan in self.plans() if plan.container is None}
         resolved = [p.resolve() for p in paths]
         if len(set(resolved)) != len(resolved):
             raise UsageError(f"two outputs share a name: {', '.join(str(p) for p in paths)}")
@@ -102,8 +103,8 @@ class MatteRequest:
                 raise UsageError(f"output {path} is the input or the model")
             if path.exists() and not self.overwrite:
                 raise UsageError(f"output {path} exists: pass --overwrite to replace it")
-            if path.exists() and path.is_dir() != (path.suffix == "" or path.is_dir()):
-                raise UsageError(f"output {path} exists as a {'folder' if path.is_dir() else 'file'}")
+            if path.is_file() and path in folders:
+                raise UsageError(f"output {path} exists as a file: a PNG folder cannot replace it")
             parent = path.parent if str(path.parent) else Path(".")
             if parent.exists() and not os.access(parent, os.W_OK):
                 raise InputError(f"cannot write {path}: its folder is not writable")

@@ -159,10 +159,9 @@ def _artifact_file(path: Path, device: str, threads: int | None) -> ModelSource:
     suffix = path.suffix.lower()
     options = _options(device, threads)
     if suffix == ".onnx":
+        from rvm_export.spec import Bucket, IOSpec, Precision
         from targets.base import Artifact
         from targets.onnx import OnnxRunner, load_foreign, read_contract
-
-        from rvm_export.spec import Bucket, IOSpec, Precision
 
         contract = read_contract(path)
         if contract is None:
@@ -218,9 +217,8 @@ def _rank(artifact, entry: Mapping[str, Any], width: int, height: int) -> tuple:
 
 def _folder(folder: Path, frame: tuple[int, int], artifact_name: str | None, target: str | None,
             precision: str | None, ratio: float | None, device: str, threads: int | None) -> ModelSource:
-    from targets import get_target
-
     from rvm_export.benchcli import artifacts_from_manifest, read_manifest
+    from targets import get_target
 
     manifest = read_manifest(folder)
     pairs = list(zip(artifacts_from_manifest(folder, manifest), manifest["artifacts"]))
@@ -258,8 +256,8 @@ def _folder(folder: Path, frame: tuple[int, int], artifact_name: str | None, tar
                 raise
             refused.append(f"{entry['path']}: {exc}")
             continue
-        flavour = "dynamic" if artifact.spec.bucket is None else ", ".join(b.label for b in artifact.buckets)
-        label = f"{artifact.target} {artifact.precision.value} {artifact.flavour} {flavour} ({artifact.name})"
+        where = "" if artifact.spec.bucket is None else " " + ", ".join(b.label for b in artifact.buckets)
+        label = f"{artifact.target} {artifact.precision.value} {artifact.flavour}{where} ({artifact.name})"
         return _from_runner(runner, label, artifact.path, artifact.target, artifact.buckets)
     raise UsageError(f"no artifact of {folder} can run here: " + "; ".join(refused))
 

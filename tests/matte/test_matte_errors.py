@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_RATIO, leftovers, write_lossless
+
 from rvm_export.matte.cli import main
 
 pytestmark = [pytest.mark.onnx, pytest.mark.matte]
@@ -73,7 +73,8 @@ CASES = [  # (input key, extra arguments, model key, message)
 
 @pytest.mark.parametrize("key,extra,model,message", CASES, ids=[
     "not-a-video", "zero-bytes", "empty-folder", "undecodable-codec", "static-fit-exact", "static-ratio",
-    "static-file-ratio", "unknown-artifact", "no-such-target", "missing-model", "rgba-in-mp4", "unknown-extension", "crf-unused",
+    "static-file-ratio", "unknown-artifact", "no-such-target", "missing-model", "rgba-in-mp4", "unknown-extension",
+    "crf-unused",
     "compare-output-alone", "bad-background", "ratio-range"])
 def test_bad_input_exits_2_with_one_line_and_nothing_written(bad_inputs, onnx_export, onnx_static_export, tmp_path,
                                                              capsys, key, extra, model, message):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import SMALL_RATIO, decode_rgb, read_png_folder
+
 from rvm_export.matte import matte
 
 pytestmark = [pytest.mark.openvino, pytest.mark.matte]

@@ -2,13 +2,19 @@
 PyTorch, parity on the real frames, scene cuts resetting the states, letterboxing a static artifact, --compare."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
+from conftest import (
+    SMALL_RATIO,
+    decode_rgb,
+    leftovers,
+    read_png_folder,
+    resize_rgb,
+    video_frames,
+    video_times,
+    write_lossless,
+)
 
-from conftest import (SMALL_RATIO, decode_rgb, leftovers, read_png_folder, resize_rgb, video_frames, video_times,
-                      write_lossless)
 from rvm_export.matte import matte
 from rvm_export.matte.cli import main
 

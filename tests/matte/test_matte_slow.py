@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import decode_rgb, leftovers, read_png_folder, video_frames, video_times
+
 from rvm_export.matte import matte
 
 pytestmark = [pytest.mark.slow, pytest.mark.onnx, pytest.mark.matte]

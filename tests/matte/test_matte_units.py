@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import decode_rgb, resize_rgb  # tests/matte/conftest.py
+
 from rvm_export.errors import UsageError
 from rvm_export.matte.compose import composite_into, to_src, to_u8_into
 from rvm_export.matte.cuts import SceneCutDetector
