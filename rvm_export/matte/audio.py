@@ -33,6 +33,7 @@ class AudioCopy:
         else:
             codec = container.default_audio_codec
             self.out_stream = container.add_stream(codec, rate=self.in_stream.rate)
+            self.out_stream.layout = self.in_stream.layout  # keep every channel (5.1 stays 5.1)
             self.mode = f"re-encoded to {codec}"
         self.packets = self.input.demux(self.in_stream)
         self.pending = None

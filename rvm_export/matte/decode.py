@@ -149,10 +149,11 @@ def probe(path: str | Path, fps: float = 25.0) -> InputInfo:
     return _probe_video(path)
 
 
-def _planar_rgb(frame) -> np.ndarray:
+def _planar_rgb(frame, reformatter) -> np.ndarray:
     """uint8 [3, H, W] RGB of a decoded frame: swscale to planar gbrp (the same values as rgb24, measured equal),
-    whose planes copy into place contiguously (cheaper than transposing packed RGB)."""
-    planar = frame.reformat(format="gbrp", src_color_range=frame.color_range or None)
+    whose planes copy into place contiguously (cheaper than transposing packed RGB). ``reformatter`` keeps the
+    swscale context between frames."""
+    planar = reformatter.reformat(frame, format="gbrp", src_color_range=frame.color_range or None)
     height, width = planar.height, planar.width
     image = np.empty((3, height, width), np.uint8)
     for dst, plane in zip(image, (planar.planes[2], planar.planes[0], planar.planes[1])):  # gbrp holds G, B, R
@@ -163,6 +164,7 @@ def _planar_rgb(frame) -> np.ndarray:
 def _video_frames(info: InputInfo, limit: int | None) -> Iterator[Frame]:
     av = require_av()
     k = info.rotation // 90
+    reformatter = av.video.reformatter.VideoReformatter()
     with av.open(str(info.path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -170,7 +172,7 @@ def _video_frames(info: InputInfo, limit: int | None) -> Iterator[Frame]:
         for frame in container.decode(stream):
             if limit is not None and index >= limit:
                 return
-            image = _planar_rgb(frame)
+            image = _planar_rgb(frame, reformatter)
             if k:
                 image = np.rot90(image, k, axes=(1, 2))
             pts = frame.pts if frame.pts is not None else index

@@ -143,6 +143,7 @@ class _Video:
             self.stream.bit_rate = options.bitrate
         ctx = self.stream.codec_context
         ctx.colorspace, ctx.color_primaries, ctx.color_trc, ctx.color_range = BT709, BT709, BT709, MPEG_RANGE
+        self.reformatter = av.video.reformatter.VideoReformatter()  # keeps the swscale context between frames
         self.audio = audio.attach(self.container) if audio is not None else None
         self.frame_duration = 1.0 / float(rate)
         self.end = 0.0  # end time of the last written frame, seconds
@@ -151,7 +152,8 @@ class _Video:
         return _new_frame(self.plan.channels, self.width, self.height)
 
     def write(self, handle, frame: Frame) -> None:
-        converted = handle.reformat(format=self.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        converted = self.reformatter.reformat(handle, format=self.pix_fmt, dst_colorspace="ITU709",
+                                              dst_color_range="MPEG")
         converted.pts = frame.pts
         converted.time_base = self.time_base
         self.container.mux(self.stream.encode(converted))

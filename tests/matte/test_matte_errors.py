@@ -134,7 +134,7 @@ def test_failure_mid_run_leaves_nothing(clips, onnx_export, tmp_path, monkeypatc
     elif where == "encoder":
         monkeypatch.setattr(encode.Writer, "write", breaking(encode.Writer.write))
     else:
-        monkeypatch.setattr(decode, "_planar_rgb", breaking(decode._planar_rgb))
+        monkeypatch.setattr(decode, "_planar_rgb", breaking(decode._planar_rgb))  # the decode stage
     out = tmp_path / "out"
     args = [str(clips["carphone"]), "--model", str(onnx_export), "--composite", str(out / "c.mp4"), "--rgba",
             str(out / "rgba"), "--alpha", str(out / "a.webm"), "--downsample-ratio", str(SMALL_RATIO), "--quiet"]
