@@ -135,16 +135,22 @@ def looped_clip(clip: Path, frames: int, out: Path) -> Path:
     return out
 
 
-def memory_check(clip: Path, folder: Path, artifact: str, work: Path) -> dict[str, Any]:
+def memory_check(clip: Path, model: Path, artifact: str | None, work: Path) -> dict[str, Any]:
+    """Peak RSS of two fresh processes matting the first 100 and all 1000 frames of ``clip`` looped to 1000."""
     long = looped_clip(clip, 1000, work / "looped_1000.mp4")
-    peaks = {}
+    peaks, seconds = {}, {}
     for frames in (100, 1000):
-        command = [sys.executable, "-m", "rvm_export.matte", str(long), "--model", str(folder), "--artifact", artifact,
-                   "--composite", str(work / f"mem_{frames}.mp4"), "--alpha", str(work / f"mem_{frames}.webm"),
+        command = [sys.executable, "-m", "rvm_export.matte", str(long), "--model", str(model),
+                   "--composite", str(work / f"mem_{frames}.mp4"), "--rgba", str(work / f"mem_{frames}.webm"),
                    "--frames", str(frames), "--threads", "2", "--quiet", "--overwrite"]
+        command += ["--artifact", artifact] if artifact else []
+        start = time.perf_counter()
         peaks[frames] = peak_rss_mb(command)
-    return {"artifact": artifact, "peak_rss_mb_100": round(peaks[100], 1), "peak_rss_mb_1000": round(peaks[1000], 1),
-            "ratio": round(peaks[1000] / peaks[100], 3), "outputs": "composite .mp4 + alpha .webm"}
+        seconds[frames] = round(time.perf_counter() - start, 1)
+    return {"clip": f"{clip.name} looped to 1000 frames", "model": f"{model}" + (f" ({artifact})" if artifact else ""),
+            "peak_rss_mb_100": round(peaks[100], 1), "peak_rss_mb_1000": round(peaks[1000], 1),
+            "ratio": round(peaks[1000] / peaks[100], 3), "seconds": seconds,
+            "outputs": "composite .mp4 + rgba .webm"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default=None, help="x264 preset for both pipelines (default: matte's)")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--memory", action="store_true", help="also peak RSS for 100 vs 1000 frames (looped clip)")
+    parser.add_argument("--memory-clip", default=None, help="clip looped for --memory (default: --clip)")
+    parser.add_argument("--memory-model", type=Path, default=None,
+                        help="model for --memory (default: the first artifact timed)")
     args = parser.parse_args(argv)
 
     import torch
@@ -194,6 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     original_fps: list[float] = []
     with tempfile.TemporaryDirectory(prefix="matte_bench.") as tmp:
         work = Path(tmp)
+        # The original-style pipeline gets its faster thread count (a conservative baseline): on a loaded shared
+        # machine PyTorch's two OpenMP threads ran up to 4x slower than one.
+        probe_fps = {}
+        for threads in (1, args.threads):
+            torch.set_num_threads(threads)
+            original_style(clip, model, ratio, 2, work / "original.mp4", encode)
+            probe_fps[threads] = 4 / original_style(clip, model, ratio, 4, work / "original.mp4", encode)
+        original_threads = max(probe_fps, key=probe_fps.get)
+        torch.set_num_threads(original_threads)
+        print(f"original-style probe (frames/s by threads): {probe_fps}; using {original_threads}", file=sys.stderr)
         for round_index in range(args.rounds):
             order = runnable if round_index % 2 == 0 else runnable[::-1]
             seconds = original_style(clip, model, ratio, args.frames, work / "original.mp4", encode)
@@ -210,14 +229,20 @@ def main(argv: list[str] | None = None) -> int:
                 row["stages"].append({k: round(v / summary.frames * 1e3, 2) for k, v in summary.stages.items()})
                 print(f"  {row['label']}: model {1 / row['model_s'][-1]:.2f} frames/s, matte {summary.fps:.2f} "
                       f"frames/s end to end", file=sys.stderr)
-        memory = memory_check(clip, runnable[0]["folder"], runnable[0]["artifact"], work) if args.memory and \
-            runnable else None
+        memory = None
+        if args.memory:
+            memory_clip = clip_path(args.memory_clip) if args.memory_clip else clip
+            if args.memory_model is not None:
+                memory = memory_check(memory_clip, args.memory_model, None, work)
+            elif runnable:
+                memory = memory_check(memory_clip, runnable[0]["folder"], runnable[0]["artifact"], work)
     base = statistics.median(original_fps)
     lines = [f"clip {clip.name} {info.width}x{info.height}, {args.frames} frames x {args.rounds} rounds, "
              f"{args.threads} threads; load average before {load_before}, after {load_average()}",
              "| pipeline | model-only frames/s | end-to-end frames/s | pipeline overhead | vs original-style |",
              "|---|---|---|---|---|",
-             f"| original-style (sequential, PyTorch eager, ratio {ratio:g}) | - | {base:.2f} | - | 1.00x |"]
+             f"| original-style (sequential, PyTorch eager, ratio {ratio:g}, {original_threads} thread(s)) | - | "
+             f"{base:.2f} | - | 1.00x |"]
     results = []
     for row in runnable:
         model_fps = 1 / statistics.median(row["model_s"])
@@ -232,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, why in skipped.items():
         lines.append(f"| matte, {label} | not run here: {why} | | | |")
     if memory:
-        lines.append(f"peak RSS ({memory['artifact']}): 100 frames {memory['peak_rss_mb_100']} MB, 1000 frames "
-                     f"{memory['peak_rss_mb_1000']} MB (ratio {memory['ratio']})")
+        lines.append(f"peak RSS, {memory['clip']}, {memory['model']}: 100 frames {memory['peak_rss_mb_100']} MB, "
+                     f"1000 frames {memory['peak_rss_mb_1000']} MB (ratio {memory['ratio']})")
     print("\n".join(lines))
     if args.json:
         from rvm_export.atomic import write_json_atomic
@@ -244,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             "clip": str(clip.name), "size": [info.width, info.height], "frames": args.frames, "rounds": args.rounds,
             "threads": args.threads, "encoder": {"codec": "libx264", "preset": encode.preset, "crf": 18},
             "original_style": {"ratio": ratio, "rounds_fps": [round(v, 3) for v in original_fps],
-                               "fps": round(base, 3)},
+                               "fps": round(base, 3), "threads": original_threads,
+                               "probe_fps_by_threads": {k: round(v, 3) for k, v in probe_fps.items()}},
             "matte": results, "skipped": skipped, "memory": memory, "table": lines})
     return 0
 
