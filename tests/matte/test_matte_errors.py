@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_RATIO, leftovers, write_lossless
 
-from rvm_export.matte.cli import main
+pytest.importorskip("av")
+
+from matte_helpers import SMALL_RATIO, leftovers, write_lossless  # noqa: E402
+from rvm_export.matte.cli import main  # noqa: E402
 
 pytestmark = [pytest.mark.onnx, pytest.mark.matte]
 ROOT = Path(__file__).resolve().parents[2]

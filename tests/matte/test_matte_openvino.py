@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SMALL_RATIO, decode_rgb, read_png_folder
 
-from rvm_export.matte import matte
+pytest.importorskip("av")
+
+from matte_helpers import SMALL_RATIO, decode_rgb, read_png_folder  # noqa: E402
+from rvm_export.matte import matte  # noqa: E402
 
 pytestmark = [pytest.mark.openvino, pytest.mark.matte]
 

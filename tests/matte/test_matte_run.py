@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import (
-    SMALL_RATIO,
-    decode_rgb,
-    leftovers,
-    read_png_folder,
-    resize_rgb,
-    video_frames,
-    video_times,
-    write_lossless,
-)
 
-from rvm_export.matte import matte
-from rvm_export.matte.cli import main
+pytest.importorskip("av")
+
+from matte_helpers import (  # noqa: E402
+    SMALL_RATIO, decode_rgb, leftovers, read_png_folder, resize_rgb, video_frames, video_times, write_lossless,
+)
+from rvm_export.matte import matte  # noqa: E402
+from rvm_export.matte.cli import main  # noqa: E402
 
 pytestmark = [pytest.mark.onnx, pytest.mark.matte]
 GREEN = np.array([120, 255, 155], np.float64)

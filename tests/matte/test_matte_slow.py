@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import decode_rgb, leftovers, read_png_folder, video_frames, video_times
 
-from rvm_export.matte import matte
+pytest.importorskip("av")
+
+from matte_helpers import decode_rgb, leftovers, read_png_folder, video_frames, video_times  # noqa: E402
+from rvm_export.matte import matte  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.onnx, pytest.mark.matte]
 EXPECTED = {  # frames, size, the recommended ratio, cuts (bikes: checked by eye, see test_matte_units)

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import decode_rgb, resize_rgb  # tests/matte/conftest.py
 
-from rvm_export.errors import UsageError
-from rvm_export.matte.compose import composite_into, to_src, to_u8_into
-from rvm_export.matte.cuts import SceneCutDetector
-from rvm_export.matte.encode import plan_output
-from rvm_export.matte.fit import Fit
-from rvm_export.matte.pipeline import run_stages
+pytest.importorskip("av")
+
+from matte_helpers import decode_rgb, resize_rgb  # noqa: E402
+from rvm_export.errors import UsageError  # noqa: E402
+from rvm_export.matte.compose import composite_into, to_src, to_u8_into  # noqa: E402
+from rvm_export.matte.cuts import SceneCutDetector  # noqa: E402
+from rvm_export.matte.encode import plan_output  # noqa: E402
+from rvm_export.matte.fit import Fit  # noqa: E402
+from rvm_export.matte.pipeline import run_stages  # noqa: E402
 
 pytestmark = pytest.mark.matte
 PACKAGE = Path(__file__).resolve().parents[2] / "rvm_export" / "matte"
