@@ -67,8 +67,8 @@ def write_golden_frames(out_dir: str | Path, model, bucket: Bucket, frames: int 
     """Write ``frames`` consecutive frames of the generated scene at ``bucket`` and PyTorch's outputs for them.
 
     ``out_dir``: the export folder (``golden/`` is made inside it). ``model``: the fp32 :class:`model.MattingNetwork`
-    the artifacts were exported from. ``artifacts``: :class:`rvm_export.core.request.Artifact` records valid at ``bucket``
-    (paths relative to ``out_dir`` go into the index with their tolerance). ``states``: also write r1o..r4o.
+    the artifacts were exported from. ``artifacts``: :class:`~rvm_export.core.request.Artifact` records valid at
+    ``bucket`` (paths relative to ``out_dir`` go into the index with their tolerance). ``states``: also write r1o..r4o.
     Sizes: per frame 4*H*W*(3 + 3 + 1) bytes plus the states (1.2 MB at 256x144, 58 MB at 1920x1080).
     The bucket's folder and the index are replaced atomically; other buckets' entries are kept, and so are the
     artifacts an earlier call listed for the same clip (same seed and frame count), so it may be called per artifact.

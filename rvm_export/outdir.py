@@ -173,7 +173,12 @@ class OutputFolder:
     def _previous_files(self) -> list[Path]:
         if not self.previous:
             return []
-        files = []
+        root = self.final.resolve()
+        listed = self.previous.get("files")
+        if isinstance(listed, list):  # every file the previous run wrote (manifests from this version on)
+            paths = [(self.final / str(name)).resolve() for name in listed]
+            return [p for p in paths if root in p.parents]
+        files = []  # older manifests: their artifacts, plots and companions
         for entry in self.previous.get("artifacts", []):
             if isinstance(entry, dict) and isinstance(entry.get("path"), str):
                 path = (self.final / entry["path"]).resolve()
@@ -191,8 +196,10 @@ class OutputFolder:
         files, the report), move every staged file in, then ``manifest.json`` last."""
         assert self.stage is not None, "commit() outside the with-block"
         with _signals_deferred():
-            for path in self._previous_files():
+            previous = self._previous_files()
+            for path in previous:
                 _remove(path)
+            self._prune_empty({p.parent for p in previous})
             for source in sorted(p for p in self.stage.rglob("*") if p.is_file() or p.is_symlink()):
                 relative = source.relative_to(self.stage)
                 if relative == Path(MANIFEST):
@@ -207,6 +214,13 @@ class OutputFolder:
                 raise InputError(f"no {MANIFEST} was staged in {self.stage}")
             os.replace(staged_manifest, self.final / MANIFEST)
             self.committed = True
-            for folder in sorted({p.parent for p in self._previous_files()}, key=lambda p: -len(p.parts)):
-                if folder != self.final and folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()  # a target folder the previous run made and this run did not use
+
+    def _prune_empty(self, folders: set[Path]) -> None:
+        """Remove folders the previous run's files leave empty (package directories, target folders), bottom up,
+        never ``final`` itself."""
+        root = self.final.resolve()
+        for folder in sorted(folders, key=lambda p: -len(p.parts)):
+            current = folder.resolve()
+            while current != root and root in current.parents and current.is_dir() and not any(current.iterdir()):
+                current.rmdir()
+                current = current.parent

@@ -58,6 +58,7 @@ class RunConfig:
     options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # raw per-target options, parsed in plan
     seed: int = 0  # default-model weights and the generated scene
     progress: bool = True  # progress bars on stderr
+    golden_frames: int = 0  # frames of golden inputs/outputs written per bucket for app CI (golden/; 0: none)
 
     def __post_init__(self) -> None:
         if self.ratio_mode not in RATIO_MODES:
@@ -66,6 +67,8 @@ class RunConfig:
             raise UsageError(f"--frames must be at least 1, got {self.frames}")
         if not self.buckets:
             raise UsageError("at least one --resolution is needed")
+        if self.golden_frames < 0:
+            raise UsageError(f"--golden-frames must be 0 or more, got {self.golden_frames}")
         if not 0 <= self.seed < 2**32:
             raise UsageError(f"--seed must be in 0 .. 2**32 - 1, got {self.seed}")
 
@@ -207,6 +210,8 @@ def run_export(config: RunConfig) -> RunResult:
                 records.append(record)
                 _load(record, item.module, options)
         check_parity(model, records, config.frames, config.seed, config.progress, _say)
+        if config.golden_frames:
+            _golden(model, records, stage, config)
         if config.bench:
             _benchmark(records, config, options)
         settings = {"frames": config.frames, "threads": config.threads, "device": config.device,
@@ -228,6 +233,20 @@ def run_export(config: RunConfig) -> RunResult:
     else:
         code = ExitCode.OK
     return RunResult(code, manifest, records, failures)
+
+
+def _golden(model, records: list[ArtifactRecord], stage: Path, config: RunConfig) -> None:
+    """Golden frames per bucket for app CI (rvm_export/golden.py), listing the artifacts that passed there."""
+    from .golden import write_golden_frames
+
+    buckets: list[Bucket] = []
+    for record in records:
+        buckets += [b for b in record.artifact.buckets if b not in buckets]
+    for bucket in buckets:
+        passed = [r.artifact for r in records if bucket in r.artifact.buckets and r.status == "exported"]
+        if passed:
+            index = write_golden_frames(stage, model, bucket, config.golden_frames, artifacts=passed, seed=config.seed)
+            _say(f"golden frames at {bucket.label}: {config.golden_frames} frame(s), index {index.relative_to(stage)}")
 
 
 def _benchmark(records: list[ArtifactRecord], config: RunConfig, options: RuntimeOptions) -> None:

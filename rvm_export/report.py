@@ -168,7 +168,10 @@ def _markdown(manifest: dict[str, Any], plots: dict[str, str]) -> str:
 
 def write_outputs(out_dir: Path, records: list[ArtifactRecord], failures: list[Failure], model_info: dict[str, Any],
                   settings: dict[str, Any]) -> dict[str, Any]:
-    """Write the parity plots, ``manifest.json`` and ``report.md`` (each atomically); return the manifest."""
+    """Write the parity plots, ``manifest.json`` and ``report.md`` (each atomically); return the manifest.
+
+    The manifest's ``files`` lists every file the run left in ``out_dir`` (artifacts, plots, companions, golden
+    frames, the report), so the next run into the folder removes exactly those (rvm_export/outdir.py)."""
     plots: dict[str, str] = {}
     for record in records:
         png = Path(record.artifact.path).parent / f"{record.artifact.name}{_backend_tag(record.artifact)}.parity.png"
@@ -183,6 +186,8 @@ def write_outputs(out_dir: Path, records: list[ArtifactRecord], failures: list[F
         "state_rule": STATE_RULE,
         "artifacts": [r.to_dict(out_dir) for r in records],
         "failures": [vars(f) for f in failures],
+        "files": sorted({str(p.relative_to(out_dir)) for p in Path(out_dir).rglob("*") if p.is_file()
+                         and p.name != "manifest.json"} | {"report.md"}),
     }
     write_json_atomic(out_dir / "manifest.json", manifest)
     write_text_atomic(out_dir / "report.md", _markdown(manifest, plots))

@@ -5,6 +5,7 @@ in-process; one argparse parser with a sub-parser per command (rvm_export/cli/<c
     rvm-export bench exports/ --foreign rvm_mobilenetv3_fp32.onnx --resolution 1920x1080@0.25 --threads 2
     rvm-export verify exports/ --checkpoint rvm_mobilenetv3.pth
     rvm-export targets
+    rvm-export matte clip.mp4 --model exports/ --composite out.mp4 --alpha alpha/
 
 Exit codes (rvm_export.core.errors.ExitCode): 0 ok, 1 parity failed, 2 usage or input, 3 missing runtime,
 4 converter failed, 130 interrupted.
@@ -21,11 +22,11 @@ from typing import Iterator, Sequence
 from rvm_export.core import __version__
 from rvm_export.core.errors import ExitCode, RvmExportError
 
-from . import bench, export, targets, verify
+from . import bench, export, matte, targets, verify
 
 __all__ = ["main", "build_parser", "COMMANDS", "DEFAULT_COMMAND"]
 
-COMMANDS = {"export": export, "bench": bench, "verify": verify, "targets": targets}
+COMMANDS = {"export": export, "bench": bench, "verify": verify, "targets": targets, "matte": matte}
 DEFAULT_COMMAND = "export"  # `rvm-export --target ...` with no command name exports (the README's first form)
 
 

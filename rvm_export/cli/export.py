@@ -47,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-bench", action="store_true", help="skip the throughput measurement")
     p.add_argument("--bench-frames", type=positive_int, default=30, help="timed frames per artifact (default 30)")
     p.add_argument("--device", default="cpu", help="where the artifacts run: cpu (default), cuda, tensorrt, GPU...")
+    p.add_argument("--golden-frames", type=int, default=0, metavar="N",
+                   help="also write N frames of inputs and PyTorch's outputs per bucket under golden/ for an app's "
+                        "own tests (docs/web.md, rvm_export/golden.py; default 0: none)")
     p.add_argument("--seed", type=seed, default=0, help="seed of the default model and of the generated scene")
     p.add_argument("--option", action="append", default=[], metavar="TARGET.KEY=VALUE",
                    help="target-specific option, e.g. coreml.deployment_target=iOS17 (see docs/<target>.md)")
@@ -94,5 +97,6 @@ def run(args: argparse.Namespace) -> int:
                        precisions=tuple(dict.fromkeys(args.precision)) if args.precision else None,
                        layout=Layout(args.layout), opset=args.opset, frames=args.frames, bench=not args.skip_bench,
                        bench_frames=args.bench_frames, threads=args.threads, device=args.device,
-                       options=parse_options(args.option), seed=args.seed, progress=not args.quiet)
+                       options=parse_options(args.option), seed=args.seed, progress=not args.quiet,
+                       golden_frames=args.golden_frames)
     return run_export(config).exit_code

@@ -10,7 +10,7 @@ from .common import add_common, positive_int, seed
 
 __all__ = ["add_arguments", "run", "HELP"]
 
-HELP = "re-check an export folder against PyTorch; exit 1 on any failure"
+HELP = "re-check an export folder against PyTorch; exit 1 when an artifact fails, 2 for bad input"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
