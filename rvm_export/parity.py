@@ -241,6 +241,7 @@ def check_parity(model, records, frames: int, seed: int = 0, progress: bool = Fa
                 owners.append(record)
             except RvmExportError as exc:
                 record.errors.append(f"cannot run at {bucket.label}: {exc}")
+                say(f"  {record.artifact.name}: cannot run at {bucket.label}: {exc}")
         if not candidates:
             continue
         say(f"parity at {bucket.label}: {len(candidates)} artifact(s) x {frames} frames vs PyTorch fp32")

@@ -169,6 +169,7 @@ def _load(record: ArtifactRecord, module, options: RuntimeOptions) -> None:
         record.runner = module.load(record.artifact, options)
     except RvmExportError as exc:
         record.errors.append(f"cannot load: {exc}")
+        _say(f"  {record.artifact.name}: cannot load here: {exc}")
 
 
 def run_export(config: RunConfig) -> RunResult:
@@ -226,10 +227,15 @@ def run_export(config: RunConfig) -> RunResult:
             record.artifact.companions = tuple(folder.final / Path(c).relative_to(stage)
                                                for c in record.artifact.companions)
     _say(f"wrote {folder.final / 'manifest.json'} and {folder.final / 'report.md'}")
+    failed = [r for r in records if r.status != "exported"]
     if failures:
         code = ExitCode.EXPORT_FAILED
-    elif any(r.status != "exported" for r in records):
+        _say("rvm-export: error: converter failed for " + "; ".join(f"{f.target} {f.precision}: {f.reason}"
+                                                                     for f in failures))
+    elif failed:
         code = ExitCode.PARITY_FAILED
+        _say(f"rvm-export: error: {len(failed)} artifact(s) do not match PyTorch (report.md says why): "
+             + ", ".join(r.artifact.name for r in failed))
     else:
         code = ExitCode.OK
     return RunResult(code, manifest, records, failures)

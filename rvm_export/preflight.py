@@ -2,8 +2,9 @@
 
 The peak of an export run grows with the pixels of its largest bucket: the generated scene, PyTorch's reference
 forward, the traced graph's constant folding and each runtime's activations all hold several full-resolution float32
-planes. :data:`BYTES_PER_PIXEL` was measured (docs/bad_inputs.md): peak RSS of a run minus its size at 64x48,
-divided by the pixels, over 1280x720 and 1920x1080 runs of every file target, with a margin.
+planes. Measured with ``/usr/bin/time -v`` on ``--target all --frames 3 --skip-bench`` (onnx, openvino with its
+stateful IR, tflite, coreml): peak RSS 1.25 GB at 256x144 and 2.25 GB at 1280x720, i.e. about 1130 bytes per
+full-resolution pixel over a base of 1.2 GB. The constants below add a third to both.
 """
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from rvm_export.core.errors import UsageError
 
 __all__ = ["estimate_peak_bytes", "check_resources", "BYTES_PER_PIXEL", "BASE_BYTES"]
 
-BYTES_PER_PIXEL = 1500  # peak resident bytes per full-resolution pixel of the largest bucket (measured, with margin)
-BASE_BYTES = 3 << 30  # the runtimes, the toolchain and the model themselves (measured ~2.2 GiB with every target)
+BYTES_PER_PIXEL = 1500  # peak resident bytes per full-resolution pixel of the largest bucket (1130 measured)
+BASE_BYTES = 2 << 30  # the runtimes, the toolchain and the model themselves (1.2 GB measured with every file target)
 MAX_SIDE = 16384  # larger than any runtime's texture or tensor limit we know of (and than any camera's frame)
 
 
