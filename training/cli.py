@@ -28,6 +28,13 @@ from .errors import EXIT_CHECKPOINT, EXIT_OK, EXIT_USAGE, ConfigError, TrainingE
 __all__ = ["main", "build_parser"]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line on stderr and exit 2 (the usage block stays behind --help)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _int_at_least(low: int):
     def parse(text: str) -> int:
         try:
@@ -53,7 +60,7 @@ def _float_in(low: float, high: float, low_open: bool = True):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rvm-train", description=__doc__.split("\n\n")[0].replace("``", ""),
+    parser = _OneLineParser(prog="rvm-train", description=__doc__.split("\n\n")[0].replace("``", ""),
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="Data layouts, stages and DDP launch: docs/training.md")
     parser.add_argument("--config", choices=sorted(PRESETS), help="training preset")

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from rvm_export.core import __version__
+from rvm_export.core.args import OneLineParser
 from rvm_export.core.errors import ExitCode, RvmExportError
 
 from . import bench, export, matte, targets, verify
@@ -32,11 +33,11 @@ DEFAULT_COMMAND = "export"  # `rvm-export --target ...` with no command name exp
 
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: one sub-parser per command, each defined by its module's ``add_arguments``."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="rvm-export", description="Export Robust Video Matting, check parity with PyTorch over a recurrent "
         "rollout and measure throughput. Without a command name, the arguments are export's.")
     parser.add_argument("--version", action="version", version=f"rvm-export {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     for name, module in COMMANDS.items():
         sub = commands.add_parser(name, help=module.HELP, description=module.__doc__.split("\n\n")[0])
         module.add_arguments(sub)

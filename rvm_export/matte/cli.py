@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from rvm_export.core.args import OneLineParser, threads
 from rvm_export.core.errors import ExitCode, RvmExportError, UsageError
 
 from .cuts import DEFAULT_THRESHOLD
@@ -87,7 +88,7 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
                        help=f"mean abs difference of sampled pixels (0..1) that marks a cut "
                             f"(default {DEFAULT_THRESHOLD})")
     model.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    model.add_argument("--threads", type=_positive_int, default=None, help="runtime intra-op threads")
+    model.add_argument("--threads", type=threads, default=None, help="runtime intra-op threads")
     enc = parser.add_argument_group("encoding")
     enc.add_argument("--crf", type=int, default=None, help="H.264/VP9 constant quality (default 18 / 32)")
     enc.add_argument("--bitrate", type=_bitrate, default=None, help="H.264/VP9 target bitrate, e.g. 8M")
@@ -166,7 +167,7 @@ def run_matte(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m rvm_export.matte ...``: the same as ``rvm-export matte ...``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="rvm-export matte")
+    parser = OneLineParser(prog="rvm-export matte")
     build_matte_parser(parser)
     try:
         args = parser.parse_args(argv)
