@@ -16,6 +16,7 @@ from rvm_export.core.spec import IOSpec, Precision
 from targets.traced.contract import tail_description
 from targets.traced.resample import describe_downsample
 
+from .cpu_layout import cpu_layout
 from .graph import to_fp16
 from .quantize import quantize_int8
 
@@ -33,7 +34,7 @@ def export(model, request: ExportRequest, out_dir: Path) -> list[Artifact]:
     for spec in request.specs:
         path = Path(out_dir) / artifact_name(spec.variant, spec.refiner, shape_label(spec.bucket),
                                              str(request.precision), suffix=".onnx")
-        details = export_graph(model, spec, path, request)
+        details = export_graph(model, spec, path, request, tail="grouped_sum", ort_cpu=True)
         buckets = request.buckets if spec.dynamic else (spec.bucket,)
         artifacts.append(Artifact(NAME, path, request.precision, spec, "dynamic" if spec.dynamic else "static",
                                   tuple(buckets), details))
@@ -42,11 +43,12 @@ def export(model, request: ExportRequest, out_dir: Path) -> list[Artifact]:
 
 def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None = None,
                  precision: Precision = Precision.FP32, opset: int = DEFAULT_OPSET,
-                 tail: str = "grouped") -> dict[str, Any]:
+                 tail: str = "grouped", ort_cpu: bool = False) -> dict[str, Any]:
     """Trace ``model`` behind the contract ``spec``, simplify, convert precision, embed metadata, save atomically.
 
     Other targets call this for an fp32 ONNX intermediate (``request=None``). ``tail``: the refiner tail's layout
-    (targets/refiner_tail.py); ONNX Runtime runs the grouped one fastest, OpenVINO asks for phases.
+    (targets/refiner_tail.py); ONNX Runtime runs grouped_sum fastest, OpenVINO asks for phases. ``ort_cpu``: the
+    layout edits of targets/onnx/cpu_layout.py for ONNX Runtime's CPU provider (the channel padding in fp32 only).
     Returns the details for the manifest.
     """
     import onnx
@@ -58,12 +60,15 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
         _trace(model, spec, raw, opset, tail)
         graph = _simplify(onnx.load(str(raw)), spec)
         _declare_shapes(graph, spec)
+        layout = cpu_layout(graph, pad_channels=precision == Precision.FP32) if ort_cpu else None
         details: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx (TorchScript-based, dynamo=False)",
                                    "simplifier": "onnxsim", "nodes": len(graph.graph.node),
                                    "io_dtype": "float32", "downsample": (
                                        describe_downsample(spec.bucket) if spec.bucket else
                                        "PyTorch's taps computed from the ratio input (Range, Mul, Gather)"),
                                    "refiner_tail": tail_description(spec, tail)}
+        if layout is not None:
+            details["cpu_layout"] = layout
         if precision == Precision.FP16:
             graph = to_fp16(graph)
             details["compute"] = "float16 (ratio/size arithmetic float32)"

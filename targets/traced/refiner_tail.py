@@ -9,6 +9,9 @@ except ``phases``, which is only built for a whole-number upsampling factor (nev
 - ``grouped``: one bilinear resize per coefficient group. ONNX Runtime's choice (side by side at 1920x1080 @ 0.25,
   2 threads: 135 ms grouped vs 158 ms planar per frame: the planar view's Gather/Slice copy full-res planes there),
   and the NHWC graphs' (TFLite: the 5-D view, or one resize split along channels, added 2-4 TRANSPOSE ops).
+- ``grouped_sum``: ``grouped`` with the channel mean of ``src`` as a MatMul (``ones[1, 3] @ src[N, 3, H*W]``, the
+  1/3 folded into the low-res ``A_gray``). ONNX Runtime's choice: its ReduceMean over the channel axis of a
+  full-resolution frame took ~4 ms at 1080p (a strided reduction), the MatMul a tenth of that (one pass, MLAS).
 - ``planar``: all eight coefficient planes in one resize, viewed as [N, 2, 4, H, W]. Used where ``phases`` does not
   apply (dynamic graphs, fractional factors) by targets that asked for it.
 - ``phases``: no full-resolution resize at all. When the frame is exactly ``s`` times the low-res size
@@ -31,7 +34,7 @@ from .resample import upsample_phase_weights
 
 __all__ = ["TAILS", "refine_and_compose", "integer_scale", "resolve_tail", "describe_tail"]
 
-TAILS = ("grouped", "planar", "phases")
+TAILS = ("grouped", "grouped_sum", "planar", "phases")
 
 
 def integer_scale(full: tuple[int, int], low: tuple[int, int]) -> int | None:
@@ -54,6 +57,7 @@ def resolve_tail(tail: str, full: tuple[int, int] | None, low: tuple[int, int] |
 def describe_tail(tail: str) -> str:
     """For the manifest's details."""
     return {"grouped": "grouped (one resize per coefficient group)",
+            "grouped_sum": "grouped, channel sum as a MatMul (one resize per coefficient group)",
             "planar": "planar (one 8-plane resize)",
             "phases": "phases (no full-resolution resize: row/column blends fused with the multiply-add)"}[tail]
 
@@ -81,10 +85,20 @@ def refine_and_compose(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int] 
                                                           planes[:, 1, 3:4])  # [:, 0] scales A', [:, 1] offsets b
     else:
         b_rgb, b_gray = b.split([3, 1], dim=1)
+        a_gray = a_gray * (1.0 / 3.0) if tail == "grouped_sum" else a_gray
         scale_rgb, scale_gray, offset_rgb, offset_gray = (_up(t, size) for t in (a_rgb + 1.0, a_gray, b_rgb, b_gray))
     fgr = scale_rgb * src + offset_rgb
-    pha = scale_gray * src.mean(dim=1, keepdim=True) + offset_gray
+    gray = _channel_sum(src) if tail == "grouped_sum" else src.mean(dim=1, keepdim=True)
+    pha = scale_gray * gray + offset_gray
     return fgr.clamp(0.0, 1.0), pha.clamp(0.0, 1.0)
+
+
+def _channel_sum(src: Tensor) -> Tensor:
+    """``src.sum(dim=1, keepdim=True)`` as ``ones[1, 3] @ src[N, 3, H*W]`` (exported as one MatMul): r + g + b
+    accumulated in that order, as the sum is."""
+    n, channels = src.shape[0], src.shape[1]
+    ones = torch.ones(1, int(channels), dtype=src.dtype)
+    return torch.matmul(ones, src.reshape(n, channels, -1)).reshape(n, 1, src.shape[2], src.shape[3])
 
 
 def _shifted(x: Tensor, dim: int, t: int) -> Tensor:
@@ -103,7 +117,7 @@ def _blend(views: list[Tensor], weights) -> Tensor:
 
 
 def _phases(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int], s: int) -> tuple[Tensor, Tensor]:
-    n, (height, width), (h, w) = int(src.shape[0]), size, (int(a.shape[2]), int(a.shape[3]))
+    n, (height, width), h = int(src.shape[0]), size, int(a.shape[2])
     weights = torch.from_numpy(upsample_phase_weights(s)).to(src.dtype)  # [3, s]: taps k-1, k, k+1 per phase
     a_rgb, a_gray = a.split([3, 1], dim=1)
     # Channels g: 0-2 A_rgb + 1, 3 A_gray / 3 (the mean's division folded in), 4-6 b_rgb, 7 b_gray.
