@@ -248,11 +248,15 @@ class IOSpec:
         return feeds
 
     def check_bucket(self, bucket: Bucket) -> None:
-        """Raise UsageError when a static model (or no function of a package) serves ``bucket``."""
+        """Raise UsageError when a static model (or no function of a package) serves ``bucket``, or when a dynamic
+        model cannot compute what PyTorch computes at ``bucket``'s ratio (``Bucket.float32_ratio_problem``)."""
         served = [b for _, b in self.functions] or ([self.bucket] if self.bucket is not None else [])
         if served and bucket not in served:
             labels = ", ".join(b.label for b in served)
             raise UsageError(f"this model is fixed at {labels}; cannot run it at {bucket.label}")
+        problem = bucket.float32_ratio_problem() if self.dynamic and not served else None
+        if problem:
+            raise UsageError(problem)
 
     # -- serialisation -----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
