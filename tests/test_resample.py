@@ -98,7 +98,8 @@ def test_runtimes_compute_the_taps_exactly(tmp_path, runtime):
     path = tmp_path / "taps.onnx"
     example = (torch.tensor([7]), torch.tensor([0.5]))
     torch.onnx.export(_Taps(), example, str(path), input_names=["length", "ratio"], dynamo=False, opset_version=17,
-                      output_names=["i0", "i1", "l0", "l1"], dynamic_axes={k: {0: "n"} for k in ("i0", "i1", "l0", "l1")})
+                      output_names=["i0", "i1", "l0", "l1"],
+                      dynamic_axes={k: {0: "n"} for k in ("i0", "i1", "l0", "l1")})
     if runtime == "onnxruntime":
         import onnxruntime as ort
 

@@ -64,14 +64,15 @@ class Layout(str, Enum):
 
 STATE_RULE = (
     "Feed rKo back as rKi on the next frame. On the first frame (and after a cut) pass zeros of shape "
-    "[B, C_k, ceil(h/2^k), ceil(w/2^k)] where h = floor(H*r), w = floor(W*r) (float32 product) and "
+    "[B, C_k, ceil(h/2^k), ceil(w/2^k)] where h = floor(H*r), w = floor(W*r) as PyTorch computes them (a float64 "
+    "product: of the ratio a static model was built for, of the float32 value a dynamic model is fed) and "
     "C = (16, 20, 40, 64) for mobilenetv3, (16, 32, 64, 128) for resnet50; layout as the manifest says. "
     "States depend on H, W and r: reset them when any of these changes."
 )
 
 _DESCRIPTIONS = {
     SRC: "input frame, RGB in [0, 1]",
-    RATIO: "float32 [1]: the network runs at floor(H*r) x floor(W*r); r in (0, 1]",
+    RATIO: "float32 [1]: the network runs at floor(H*r) x floor(W*r) (exact products of this float32 r); r in (0, 1]",
     "fgr": "foreground RGB in [0, 1], full resolution",
     "pha": "alpha matte in [0, 1], full resolution",
 }
