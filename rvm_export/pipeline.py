@@ -43,7 +43,7 @@ class RunConfig:
     targets: tuple[str, ...]  # registry names, "all" already expanded
     out_dir: Path  # where artifacts, manifest.json and report.md go
     buckets: tuple[Bucket, ...]  # resolutions x ratios to build (static) or validate (dynamic)
-    ratio_mode: str = "auto"  # "auto": dynamic where the target can be, else static; "dynamic"; "fixed"
+    ratio_mode: str = "auto"  # "auto": dynamic where the target can be at every bucket, else static; "dynamic"; "fixed"
     checkpoint: Path | None = None  # None: the seeded default (untrained) model
     variant: str | None = None  # None: what the checkpoint looks like (mobilenetv3 for the default model)
     refiner: str | None = None  # None: what the checkpoint looks like (deep guided filter for the default model)
@@ -146,7 +146,8 @@ def plan_export(config: RunConfig, variant: str, refiner: str, model_info: Mappi
         precisions = ([Precision.parse(p) for p in config.precisions] if config.precisions
                       else [description.default_precision])
         for precision in precisions:
-            dynamic = {"dynamic": True, "fixed": False}.get(config.ratio_mode, description.can_be_dynamic(precision))
+            dynamic = {"dynamic": True, "fixed": False}.get(config.ratio_mode, description.can_be_dynamic(precision)
+                                                            and all(b.float32_ratio_agrees for b in config.buckets))
             request = ExportRequest(variant, refiner, config.buckets, dynamic, precision, config.layout,
                                     config.opset or DEFAULT_OPSET, options,
                                     checkpoint_sha256=model_info.get("checkpoint_sha256"),

@@ -88,3 +88,36 @@ def training_single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def float32_ratio_rollout(golden_model):
+    """A checker for dynamic graphs run directly (no Bucket: it refuses ratios whose float32 value PyTorch treats
+    differently): ``check(run, width, height, ratio, frames)`` feeds ``run({name: array}) -> {name: array}`` the
+    generated scene with zero states of PyTorch's shapes and ``downsample_ratio`` as float32, steps PyTorch with the
+    same float32 ratio (a tensor, as the graph gets it), and returns ``(max abs error per output, mean pha MAD)``
+    after checking every output's shape."""
+    from model.matting import state_shapes
+    from rvm_export.core.names import OUTPUT_NAMES, RATIO, SRC, STATE_INPUTS, STATE_PAIRS
+    from rvm_export.core.rollout import MovingScene
+
+    def check(run, width: int, height: int, ratio: float, frames: int = 3):
+        r32 = np.array([ratio], np.float32)
+        shapes = state_shapes(golden_model.variant, height, width, float(r32[0]))
+        states = {name: np.zeros(shape, np.float32) for name, shape in zip(STATE_INPUTS, shapes)}
+        scene, torch_states = MovingScene(width, height, frames, seed=0), [None] * 4
+        errors, mads = dict.fromkeys(OUTPUT_NAMES, 0.0), []
+        for t in range(frames):
+            frame = scene.frame(t)
+            with torch.inference_mode():
+                fgr, pha, *torch_states = golden_model(torch.from_numpy(frame), *torch_states,
+                                                       downsample_ratio=torch.from_numpy(r32))
+            outputs = run({SRC: frame, **states, RATIO: r32})
+            for name, want in zip(OUTPUT_NAMES, (fgr, pha, *torch_states)):
+                assert outputs[name].shape == tuple(want.shape), (name, outputs[name].shape, tuple(want.shape))
+                errors[name] = max(errors[name], float(np.abs(outputs[name] - want.numpy()).max()))
+            mads.append(float(np.abs(outputs["pha"] - pha.numpy()).mean()))
+            states = {state_in: outputs[state_out] for state_out, state_in in STATE_PAIRS}
+        return errors, float(np.mean(mads))
+
+    return check

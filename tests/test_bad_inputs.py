@@ -50,7 +50,12 @@ def fp32_folder(golden_pth, tmp_path_factory):
     (["--seed", "-1"], ExitCode.USAGE, "must be in 0 .. 2**32 - 1"),
     (["--seed", str(2**32)], ExitCode.USAGE, "must be in 0 .. 2**32 - 1"),
     (["--frames", "0"], ExitCode.USAGE, "must be at least 1"),
-], ids=["huge", "memory", "seed-negative", "seed-too-big", "frames-0"])
+    (["--resolution", "640x360@0.35"], ExitCode.USAGE, "float32 runtimes (224x126) and PyTorch (224x125) round "
+                                                       "differently; choose one of [0.375, 0.3]"),
+    (["--downsample-ratio", "dynamic", "--resolution", "1280x720@0.45"], ExitCode.USAGE,
+     "receives the ratio as the float32 0.44999998807907104, for which PyTorch computes a 575x323 low-res frame "
+     "(576x324 at 0.45)"),
+], ids=["huge", "memory", "seed-negative", "seed-too-big", "frames-0", "ratio-floors-differ", "dynamic-float32-ratio"])
 def test_values_refused_before_any_work(args, code, text, tmp_path, capsys, monkeypatch):
     if "12000x12000@0.25" in args:  # make the estimate exceed what is "available" on any machine
         import rvm_export.preflight as preflight

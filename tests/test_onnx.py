@@ -39,6 +39,11 @@ def dynamic_fp32(golden_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def dynamic_fp16(golden_model, tmp_path_factory):
+    return _export(golden_model, tmp_path_factory, True, Precision.FP16, buckets=(SMALL,), name="dyn_fp16")[0]
+
+
+@pytest.fixture(scope="session")
 def static_fp32(golden_model, tmp_path_factory):
     return _export(golden_model, tmp_path_factory, False, buckets=(SMALL, ODD))
 
@@ -124,6 +129,142 @@ def test_static_model_refuses_other_buckets(static_fp32):
     runner = onnx_target.load(static_fp32[0], OPTIONS)
     with pytest.raises(UsageError, match="fixed at 256x144@0.5"):
         runner.stream(Bucket(512, 288, 0.5))
+
+
+# -- exact at every ratio, without float64; fp16 with float32 ratio arithmetic (issue 15, items 8 and 9) -----------
+def _doubles(graph) -> list[str]:
+    """Every place a float64 tensor could hide: inputs, outputs, value_info, initializers, Cast targets, constants."""
+    double = onnx.TensorProto.DOUBLE
+    found = [v.name for v in (*graph.graph.input, *graph.graph.output, *graph.graph.value_info)
+             if v.type.tensor_type.elem_type == double]
+    found += [t.name for t in graph.graph.initializer if t.data_type == double]
+    for node in graph.graph.node:
+        for attr in node.attribute:
+            if (attr.name == "to" and attr.i == double) or (attr.type == attr.TENSOR and attr.t.data_type == double):
+                found.append(node.name)
+    return found
+
+
+def test_dynamic_graphs_hold_no_float64(dynamic_fp32, dynamic_fp16):
+    for artifact in (dynamic_fp32, dynamic_fp16):
+        graph = onnx.shape_inference.infer_shapes(onnx.load(str(artifact.path)))
+        assert _doubles(graph) == [], artifact.name
+        assert "double" not in onnx.printer.to_text(graph.graph).lower(), artifact.name
+
+
+def test_fp16_dynamic_stores_float16_weights_and_float32_ratio_arithmetic(dynamic_fp32, dynamic_fp16):
+    from targets.onnx.graph import ratio_path_nodes, rounded_reads
+
+    fp32, fp16 = (onnx.load(str(a.path)) for a in (dynamic_fp32, dynamic_fp16))
+    weights = [t for t in fp32.graph.initializer if t.data_type == onnx.TensorProto.FLOAT]
+    stored = {t.name: t.data_type for t in fp16.graph.initializer}
+    assert len(weights) == 155 and all(stored[t.name] == onnx.TensorProto.FLOAT16 for t in weights)
+    sizes = [a.path.stat().st_size for a in (dynamic_fp16, dynamic_fp32)]
+    assert sizes[0] < 0.52 * sizes[1], sizes  # 7.6 MB against 15.1 MB
+    ratio_nodes = ratio_path_nodes(fp16)
+    assert len(ratio_nodes) > 40 and rounded_reads(fp16.graph, ratio_nodes) == []
+    typed = {v.name: v.type.tensor_type.elem_type for v in onnx.shape_inference.infer_shapes(fp16).graph.value_info}
+    # the one float16 value a ratio node may make: the Cast handing the lambdas to the float16 pixel lerps
+    handoffs = [n for n in fp16.graph.node if n.name in ratio_nodes and n.op_type == "Cast"
+                and n.attribute[0].i == onnx.TensorProto.FLOAT16]
+    outputs = [out for node in fp16.graph.node if node.name in ratio_nodes and node not in handoffs
+               for out in node.output]
+    assert outputs and onnx.TensorProto.FLOAT16 not in {typed.get(out) for out in outputs}
+    assert len(handoffs) == 4  # lambda0/lambda1 along H and W
+    handed = {h.output[0] for h in handoffs}
+    assert not [n.name for n in fp16.graph.node if n.name in ratio_nodes and handed & set(n.input)]
+
+
+# What each case gets from rvm-export (a Bucket) where PyTorch at the decimal ratio (a float64) and at the float32
+# value the graph receives compute different low-res sizes: "bucket" refuses it for every model (float32 and float64
+# floors differ), "dynamic" refuses it for dynamic models only (Bucket.float32_ratio_problem), None accepts it.
+RUNTIME_CASES = [(640, 360, 0.35, "bucket"), (640, 360, 0.375, None), (640, 360, 0.45, "dynamic"),
+                 (640, 360, 0.3, None), (640, 360, 0.25, None), (1280, 720, 0.35, "bucket"),
+                 (1280, 720, 0.375, None), (1280, 720, 0.45, "dynamic"), (1280, 720, 0.3, None),
+                 (1280, 720, 0.25, None)]
+
+
+def _probed_session(artifact):
+    """An ONNX Runtime session over ``artifact`` that also returns the low-res frame (the backbone's first Conv
+    input), and the name of that extra output."""
+    import onnxruntime as ort
+
+    graph = onnx.load(str(artifact.path))
+    lowres = next(node for node in graph.graph.node if node.op_type == "Conv").input[0]
+    graph.graph.output.append(onnx.helper.make_empty_tensor_value_info(lowres))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    return ort.InferenceSession(graph.SerializeToString(), options), lowres
+
+
+@pytest.mark.parametrize("width,height,ratio,refused", RUNTIME_CASES, ids=lambda v: str(v))
+def test_dynamic_equals_pytorch_at_the_ratio_it_receives(golden_model, dynamic_fp32, float32_ratio_rollout, width,
+                                                         height, ratio, refused):
+    """Issue 15 item 8: the graph's low-res size and outputs are PyTorch's for the float32 ratio it is fed (the old
+    graph floored a float32 product: 126 rows at 640x360 @ 0.35 where PyTorch has 125, alpha off by 0.34). Where
+    PyTorch at the decimal ratio differs (0.35: 224 columns at 640 wide; 0.45: 162 x 288), rvm-export refuses the
+    bucket for dynamic models with a one-line reason."""
+    from model.matting import lowres_size
+
+    r32 = float(np.float32(ratio))
+    session, lowres = _probed_session(dynamic_fp32)
+    names, seen = [o.name for o in session.get_outputs()], []
+
+    def run(feeds):
+        outputs = dict(zip(names, session.run(None, feeds)))
+        seen.append(outputs[lowres].shape[2:])
+        return outputs
+
+    errors, _ = float32_ratio_rollout(run, width, height, ratio, frames=1)
+    assert seen == [lowres_size(height, width, r32)]
+    assert max(errors.values()) <= 1e-4, errors
+    assert (refused is None) == (lowres_size(height, width, ratio) == seen[0])  # PyTorch at 0.45 differs, etc.
+    if refused == "bucket":
+        with pytest.raises(UsageError, match="round differently"):
+            Bucket(width, height, ratio)
+    elif refused == "dynamic":
+        with pytest.raises(UsageError, match=f"receives the ratio as the float32 {r32!r}, for which PyTorch computes "
+                                             f"a {seen[0][1]}x{seen[0][0]} low-res frame"):
+            onnx_target.load(dynamic_fp32, OPTIONS).stream(Bucket(width, height, ratio))
+    else:
+        assert Bucket(width, height, ratio).float32_ratio_agrees
+
+
+@pytest.mark.parametrize("precision", [Precision.FP32, Precision.FP16], ids=["fp32", "fp16"])
+def test_dynamic_rollout_where_float32_and_float64_floors_differ(dynamic_fp32, dynamic_fp16, float32_ratio_rollout,
+                                                                 precision):
+    """640x360 @ 0.35 over 3 frames with the states fed back: a float32 product gives 126 rows, PyTorch 125. Run
+    directly: Bucket refuses such ratios, and PyTorch gets the float32 ratio the graph gets."""
+    from model.matting import lowres_size
+    from rvm_export.core.bucket import lowres_hw
+
+    width, height, ratio = 640, 360, 0.35
+    assert lowres_hw(height, width, ratio) != lowres_size(height, width, float(np.float32(ratio)))
+    artifact = dynamic_fp32 if precision == Precision.FP32 else dynamic_fp16
+    session = onnx_target.load(artifact, OPTIONS).session
+    names = [o.name for o in session.get_outputs()]
+    errors, pha_mad = float32_ratio_rollout(lambda feeds: dict(zip(names, session.run(None, feeds))),
+                                            width, height, ratio)
+    bound = 1e-4 if precision == Precision.FP32 else tolerance_for("onnx", "fp16").frame_max  # 5e-2
+    print(f"EXACT {precision.value} {width}x{height}@{ratio}: max abs {max(errors.values()):.2e}, "
+          f"pha MAD {pha_mad:.2e}")
+    assert max(errors.values()) <= bound, errors
+    assert precision == Precision.FP32 or pha_mad <= 2e-3
+
+
+@pytest.mark.parametrize("bucket", [Bucket(640, 360, 0.375), Bucket(256, 144, 1.0)],
+                         ids=lambda b: b.label)
+def test_fp16_dynamic_rollout_parity(golden_model, dynamic_fp16, bucket):
+    """Issue 15 item 9: 640x360 @ 0.375 exited 1 (alpha 0.113 off: the ratio went through float16); now within the
+    fp16 tolerance row, and so is ratio 1 (the refiner gate)."""
+    runner = onnx_target.load(dynamic_fp16, OPTIONS)
+    report = compare_rollout(TorchStream(golden_model, bucket), runner.stream(bucket),
+                             MovingScene(bucket.width, bucket.height, 8), target="onnx", artifact="dyn16",
+                             precision="fp16", bucket=bucket, label=runner.label,
+                             tolerance=tolerance_for("onnx", "fp16"))
+    print(f"PARITY fp16 dynamic {bucket.label}: max abs {report.max_abs:.2e}, pha MAD {report.pha_mad:.2e}")
+    assert report.passed, report.failures()
+    assert 1e-5 < report.max_abs <= 5e-2 and report.pha_mad <= 2e-3
 
 
 @pytest.mark.parametrize("precision", [Precision.FP16, Precision.INT8], ids=["fp16", "int8"])

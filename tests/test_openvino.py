@@ -154,9 +154,14 @@ def test_zero_copy_stream_equals_plain_runs(dynamic_fp32):
 
 
 # -- fp16 / bf16 ----------------------------------------------------------------------------------------------------
-def test_fp16_weights_halve_the_file_and_stay_in_tolerance(golden_model, dynamic_fp32, tmp_path_factory):
-    fp16 = _export(golden_model, tmp_path_factory, "ov_fp16", (SMALL,), True, Precision.FP16,
+@pytest.fixture(scope="session")
+def dynamic_fp16(golden_model, tmp_path_factory):
+    return _export(golden_model, tmp_path_factory, "ov_fp16", (SMALL,), True, Precision.FP16,
                    stateful=False)["dynamic"]
+
+
+def test_fp16_weights_halve_the_file_and_stay_in_tolerance(golden_model, dynamic_fp32, dynamic_fp16):
+    fp16 = dynamic_fp16
     half, full = (ovt_runtime.xml_path(a.path).with_suffix(".bin").stat().st_size
                   for a in (fp16, dynamic_fp32["dynamic"]))
     assert 0.45 < half / full < 0.55
@@ -330,3 +335,36 @@ def test_failed_save_leaves_nothing_behind(golden_model, tmp_path, monkeypatch):
     with pytest.raises(ExportFailedError, match="save_model failed.*disk full"):
         ovt.export(golden_model, _request(golden_model, (TINY,), False, stateful=False), tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the dynamic IR's low-res size (issue 15, items 8 and 9) --------------------------------------------------------
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("width,height,ratio", [(640, 360, 0.35), (1280, 720, 0.45)],
+                         ids=lambda v: str(v))
+def test_dynamic_ir_equals_pytorch_at_the_ratio_it_receives(dynamic_fp32, dynamic_fp16, float32_ratio_rollout,
+                                                            precision, width, height, ratio):
+    """The IR is converted from the same traced graph as the dynamic ONNX (targets/traced/exact_taps.py): OpenVINO's
+    CPU plugin computes PyTorch's low-res size for the float32 ratio it gets (640x360 @ 0.35: 125 x 223, not the
+    126 rows of a float32 product; 1280x720 @ 0.45: 323 x 575), and compressing the weights to fp16 leaves the tap
+    arithmetic's constants (2**40, 2**23: above float16's range) float32."""
+    from model.matting import lowres_size
+
+    artifact = dynamic_fp32["dynamic"] if precision == "fp32" else dynamic_fp16
+    core = ov.Core()
+    model = core.read_model(str(ovt_runtime.xml_path(artifact.path)))
+    stem = next(op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
+    model.add_outputs([stem.input_value(0)])  # the low-res frame: the backbone's first convolution reads it
+    compiled = core.compile_model(model, "CPU", ovt_runtime.compile_config("f32", 2))  # what the runner compiles
+    seen = []
+
+    def run(feeds):
+        results = compiled(feeds)
+        seen.append(results[compiled.outputs[-1]].shape[2:])
+        return {port.get_any_name(): np.array(value) for port, value in results.items()
+                if port.get_names() & set(OUTPUT_NAMES)}
+
+    errors, pha_mad = float32_ratio_rollout(run, width, height, ratio, frames=1)
+    assert seen == [lowres_size(height, width, float(np.float32(ratio)))]
+    bound = tolerance_for("openvino", precision)
+    assert max(errors.values()) <= (1e-4 if precision == "fp32" else bound.frame_max), errors
+    assert precision == "fp32" or pha_mad <= bound.pha_mad

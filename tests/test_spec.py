@@ -1,6 +1,9 @@
 """The I/O contract: names, per-tensor axes, state rule, buckets and their refusals."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 
 from rvm_export.core.errors import UsageError
@@ -78,6 +81,57 @@ def test_recommended_ratio_keeps_long_side_at_most_512_and_exact():
 def test_lowres_uses_float32_product():
     assert lowres_hw(1080, 1920, 0.25) == (270, 480)
     assert lowres_hw(135, 241, 0.37) == (49, 89)
+
+
+@pytest.mark.parametrize("bucket,agrees", [
+    (Bucket(1280, 720, 0.45), False),  # float32 0.449999988: PyTorch computes 575x323 there, 576x324 at 0.45
+    (Bucket(1920, 1080, 0.35), False),  # 671x377 against 672x378
+    (Bucket(1280, 720, 0.55), False),  # same size, but float32 scale 1.81818175 against 1.81818187
+    (Bucket(1280, 720, 0.375), True), (Bucket(1920, 1080, 0.25), True), (Bucket(241, 135, 0.37), True),
+    (Bucket(1280, 720, 0.6), True), (Bucket(512, 288, 1.0), True)], ids=lambda v: getattr(v, "label", str(v)))
+def test_float32_ratio_agreement(bucket, agrees):
+    """A dynamic model receives the ratio as float32; it can reproduce PyTorch at the bucket's ratio only where
+    PyTorch computes the same for both values (low-res size and sampling scale)."""
+    from model.matting import lowres_size
+
+    assert bucket.float32_ratio_agrees is agrees
+    assert (bucket.float32_ratio_problem() is None) is agrees
+    same_size = lowres_size(bucket.height, bucket.width, float(np.float32(bucket.ratio))) == bucket.lowres
+    assert same_size is (bucket.ratio != 0.45 and bucket.ratio != 0.35)
+
+
+def test_dynamic_requests_refuse_ratios_float32_changes():
+    from rvm_export.core.request import ExportRequest
+    from rvm_export.core.spec import Precision
+
+    bad = Bucket(1280, 720, 0.45)
+    message = (r"1280x720@0.45: a dynamic model receives the ratio as the float32 0.44999998807907104, for which "
+               r"PyTorch computes a 575x323 low-res frame \(576x324 at 0.45\).*\(--downsample-ratio 0.45\) or "
+               r"choose one of \[0.4375, 0.4625\]")
+    with pytest.raises(UsageError, match=message):
+        ExportRequest("mobilenetv3", "deep_guided_filter", (Bucket(1280, 720, 0.375), bad), True, Precision.FP32)
+    static = ExportRequest("mobilenetv3", "deep_guided_filter", (bad,), False, Precision.FP32)
+    assert static.specs[0].bucket == bad  # static models bake the ratio in: nothing to refuse
+    with pytest.raises(UsageError, match="sampling scale of 1.81818175"):
+        IOSpec("mobilenetv3", "deep_guided_filter").check_bucket(Bucket(1280, 720, 0.55))
+    IOSpec("mobilenetv3", "deep_guided_filter", bad).check_bucket(bad)
+    for ratio in Bucket(1280, 720, 0.45).nearest_exact_ratios(dynamic=True):
+        assert Bucket(1280, 720, ratio).float32_ratio_agrees
+
+
+def test_auto_picks_static_models_where_a_dynamic_one_cannot_be_checked():
+    from rvm_export.pipeline import RunConfig, plan_export
+
+    def flavours(*buckets):
+        config = RunConfig(("onnx",), Path("unused"), buckets)
+        plan = plan_export(config, "mobilenetv3", "deep_guided_filter", {"weights": "test"})
+        return [item.request.dynamic for item in plan]
+
+    assert flavours(Bucket(1280, 720, 0.375), Bucket(1920, 1080, 0.25)) == [True]
+    assert flavours(Bucket(1280, 720, 0.375), Bucket(1280, 720, 0.45)) == [False]
+    with pytest.raises(UsageError, match="float32 0.44999998807907104"):
+        plan_export(RunConfig(("onnx",), Path("unused"), (Bucket(1280, 720, 0.45),), ratio_mode="dynamic"),
+                    "mobilenetv3", "deep_guided_filter", {"weights": "test"})
 
 
 def test_io_contract_doc_is_generated_from_the_spec():

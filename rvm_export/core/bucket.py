@@ -60,6 +60,32 @@ class Bucket:
         return lowres_hw(self.height, self.width, self.ratio)
 
     @property
+    def float32_ratio_agrees(self) -> bool:
+        """True when PyTorch computes the same at this ratio and at its float32 value, the only thing a dynamic model
+        receives (``downsample_ratio`` is a float32 input): the same low-res size (float64 products) and the same
+        float32 scale ``1/r`` for its sampling grid. A dynamic graph equals PyTorch at the float32 value it receives
+        (targets/traced/exact_taps.py), so it equals PyTorch at this ratio exactly when this holds. False e.g. at
+        1280x720 @ 0.45 (float32 0.449999988: PyTorch then computes 575x323, not 576x324) and at any size @ 0.55
+        (float32 scale 1.81818175 instead of 1.81818187). Always True for ratios float32 holds exactly (k / 2**n)."""
+        r32 = float(np.float32(self.ratio))
+        return (lowres_size(self.height, self.width, r32) == lowres_size(self.height, self.width, self.ratio)
+                and bool(np.float32(1.0 / r32) == np.float32(1.0 / self.ratio)))
+
+    def float32_ratio_problem(self) -> str | None:
+        """Why a dynamic model cannot be checked at this bucket (None when :attr:`float32_ratio_agrees`)."""
+        if self.float32_ratio_agrees:
+            return None
+        r32 = float(np.float32(self.ratio))
+        (h32, w32), (h, w) = (lowres_size(self.height, self.width, r) for r in (r32, self.ratio))
+        what = (f"a {w32}x{h32} low-res frame ({w}x{h} at {self.ratio:g})" if (h32, w32) != (h, w) else
+                f"a sampling scale of {float(np.float32(1.0 / r32)):.9g} ({float(np.float32(1.0 / self.ratio)):.9g} at "
+                f"{self.ratio:g})")
+        return (f"{self.label}: a dynamic model receives the ratio as the float32 {r32!r}, for which PyTorch computes "
+                f"{what}; a dynamic model equals PyTorch at the float32 value it receives, so it cannot reproduce "
+                f"PyTorch at {self.ratio:g} here. Export static models (--downsample-ratio {self.ratio:g}) or choose "
+                f"one of {self.nearest_exact_ratios(dynamic=True)}")
+
+    @property
     def exact(self) -> bool:
         """True when H*r and W*r are whole numbers (required by CoreML and TFLite static models), up to float64
         rounding of the decimal ratio (1280 x 0.3375 = 432.00000000000006 counts)."""
@@ -69,18 +95,20 @@ class Bucket:
     def label(self) -> str:
         return f"{self.width}x{self.height}@{self.ratio:g}"
 
-    def nearest_exact_ratios(self, count: int = 2) -> list[float]:
+    def nearest_exact_ratios(self, count: int = 2, dynamic: bool = False) -> list[float]:
         """The valid ratios closest to this one for which H*r and W*r are both integers.
 
         r*H and r*W are integers exactly when r = k / gcd(H, W) for an integer k; candidates that the constructor
-        would refuse (float32 and float64 floors disagree, e.g. 0.325 at 1280x720) are skipped.
+        would refuse (float32 and float64 floors disagree, e.g. 0.325 at 1280x720) are skipped, and with
+        ``dynamic`` those a dynamic model cannot reproduce (:attr:`float32_ratio_agrees`).
         """
         g = math.gcd(self.width, self.height)
         k = math.floor(self.ratio * g)
         candidates = {Fraction(j, g) for j in range(k - 4 * count, k + 4 * count + 2) if 1 <= j <= g}
         candidates.discard(Fraction(self.ratio).limit_denominator(10**6))
         valid = [round(float(c), 6) for c in sorted(candidates, key=lambda c: abs(float(c) - self.ratio))
-                 if _is_valid(self.width, self.height, round(float(c), 6))]
+                 if _is_valid(self.width, self.height, round(float(c), 6))
+                 and (not dynamic or Bucket(self.width, self.height, round(float(c), 6)).float32_ratio_agrees)]
         return valid[:count]
 
     def nearest_exact_sizes(self) -> list[str]:

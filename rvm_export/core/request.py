@@ -24,8 +24,9 @@ __all__ = ["ExportRequest", "RuntimeOptions", "Artifact", "DEFAULT_OPSET"]
 class ExportRequest:
     """What the user asked one target for.
 
-    Raises UsageError for values no target can take (no bucket, a calibration set under 4 frames) and TypeError for
-    a field of the wrong type (a programming error, not a user's)."""
+    Raises UsageError for values no target can take (no bucket, a calibration set under 4 frames, a dynamic model
+    checked at a ratio whose float32 value PyTorch treats differently: ``Bucket.float32_ratio_agrees``) and
+    TypeError for a field of the wrong type (a programming error, not a user's)."""
 
     variant: str  # network variant, sets state channels
     refiner: str  # refiner the PyTorch model uses
@@ -53,6 +54,9 @@ class ExportRequest:
                              "ones)")
         if len(set(self.buckets)) != len(self.buckets):
             raise UsageError(f"bucket listed twice: {[b.label for b in self.buckets]}")
+        problems = [b.float32_ratio_problem() for b in self.buckets] if self.dynamic else []
+        if any(problems):
+            raise UsageError(next(p for p in problems if p))
         if self.calibration_frames < 4:
             raise UsageError(f"int8 calibration needs at least 4 frames, got {self.calibration_frames}")
 

@@ -64,14 +64,15 @@ class Layout(str, Enum):
 
 STATE_RULE = (
     "Feed rKo back as rKi on the next frame. On the first frame (and after a cut) pass zeros of shape "
-    "[B, C_k, ceil(h/2^k), ceil(w/2^k)] where h = floor(H*r), w = floor(W*r) (float32 product) and "
+    "[B, C_k, ceil(h/2^k), ceil(w/2^k)] where h = floor(H*r), w = floor(W*r) as PyTorch computes them (a float64 "
+    "product: of the ratio a static model was built for, of the float32 value a dynamic model is fed) and "
     "C = (16, 20, 40, 64) for mobilenetv3, (16, 32, 64, 128) for resnet50; layout as the manifest says. "
     "States depend on H, W and r: reset them when any of these changes."
 )
 
 _DESCRIPTIONS = {
     SRC: "input frame, RGB in [0, 1]",
-    RATIO: "float32 [1]: the network runs at floor(H*r) x floor(W*r); r in (0, 1]",
+    RATIO: "float32 [1]: the network runs at floor(H*r) x floor(W*r) (exact products of this float32 r); r in (0, 1]",
     "fgr": "foreground RGB in [0, 1], full resolution",
     "pha": "alpha matte in [0, 1], full resolution",
 }
@@ -248,11 +249,15 @@ class IOSpec:
         return feeds
 
     def check_bucket(self, bucket: Bucket) -> None:
-        """Raise UsageError when a static model (or no function of a package) serves ``bucket``."""
+        """Raise UsageError when a static model (or no function of a package) serves ``bucket``, or when a dynamic
+        model cannot compute what PyTorch computes at ``bucket``'s ratio (``Bucket.float32_ratio_problem``)."""
         served = [b for _, b in self.functions] or ([self.bucket] if self.bucket is not None else [])
         if served and bucket not in served:
             labels = ", ".join(b.label for b in served)
             raise UsageError(f"this model is fixed at {labels}; cannot run it at {bucket.label}")
+        problem = bucket.float32_ratio_problem() if self.dynamic and not served else None
+        if problem:
+            raise UsageError(problem)
 
     # -- serialisation -----------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

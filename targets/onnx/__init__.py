@@ -6,7 +6,8 @@
 - static: resolution and ratio fixed, no dynamic axes; after simplification no shape arithmetic is left
   (no Shape node: what TensorRT and fixed-shape runtimes want).
 - fp16: weights and activations in half precision with float32 I/O (``Cast`` at the boundary), so fed-back states
-  stay float32; the ratio/size arithmetic stays float32 (a half-precision ratio would change floor(H*r)).
+  stay float32; weights are stored float16, and the ratio/size arithmetic stays float32 and reads the float32 ratio
+  (a half-precision ratio would change floor(H*r): targets/onnx/graph.py).
 - int8: ONNX Runtime static quantisation (QDQ, per-channel weights) of Conv only, calibrated on frames of the
   generated scene with the states the fp32 PyTorch model really produces; resize/ratio arithmetic stays float.
 

@@ -65,7 +65,8 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
                                    "simplifier": "onnxsim", "nodes": len(graph.graph.node),
                                    "io_dtype": "float32", "downsample": (
                                        describe_downsample(spec.bucket) if spec.bucket else
-                                       "PyTorch's taps computed from the ratio input (Range, Mul, Gather)"),
+                                       "PyTorch's low-res size and taps for the float32 ratio input, computed "
+                                       "exactly in float32 (targets/traced/exact_taps.py)"),
                                    "refiner_tail": tail_description(spec, tail)}
         if layout is not None:
             details["cpu_layout"] = layout

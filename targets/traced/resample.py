@@ -17,11 +17,14 @@ Both lerp along W first, then H, as PyTorch's kernel does.
 """
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from .exact_taps import lowres_length, source_coordinates
 
 __all__ = ["reciprocal_is_exact", "pytorch_taps", "upsample_phase_weights", "slice_plan", "static_downsample",
            "dynamic_downsample", "describe_downsample"]
@@ -36,8 +39,9 @@ def reciprocal_is_exact(ratio: float) -> bool:
 
 
 def pytorch_taps(in_size: int, ratio: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(index0, index1, lambda0, lambda1) of PyTorch's CPU bilinear kernel for one axis (``area_pixel_compute_*``)."""
-    out = int(np.floor(np.float32(in_size) * np.float32(ratio)))
+    """(index0, index1, lambda0, lambda1) of PyTorch's CPU bilinear kernel for one axis (``area_pixel_compute_*``)
+    at ``ratio`` as PyTorch receives it (a Python float; pass ``float(np.float32(r))`` for a float32 input)."""
+    out = math.floor(in_size * ratio)  # PyTorch: floor(double(H) * scale_factor)
     scale = np.float32(1.0 / ratio)  # PyTorch: (float)(1.0 / scale_factor), computed in double
     # scale * (j + 0.5) - 0.5 with one rounding, as the fused multiply-add of PyTorch's vectorised CPU kernel gives
     # (the float64 product of two float32 values is exact).
@@ -133,15 +137,14 @@ def static_downsample(x: Tensor, ratio: float, runtime_resize) -> Tensor:
 
 
 def _runtime_taps(in_size: Tensor, ratio: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    size_f = in_size.to(torch.float32)
-    out = torch.floor(size_f * ratio).to(torch.int64)  # floor(H*r) with a float32 product, as the spec says
-    scale = torch.reciprocal(ratio).to(torch.float64)  # float32 1/r, widened: the product below is exact
-    src = ((torch.arange(out, dtype=torch.float64) + 0.5) * scale - 0.5).to(torch.float32)  # one rounding (FMA)
-    src = torch.clamp(src, min=0.0)
-    index0 = src.to(torch.int64)
-    lambda1 = src - index0.to(torch.float32)
+    """(index0, index1: int64 [out]; lambda0, lambda1: float32 [out]) for one axis of length ``in_size`` (an int64
+    0-d tensor) at the float32 ``ratio``: PyTorch's for that value, computed exactly in float32 (exact_taps.py)."""
+    out = lowres_length(in_size.to(torch.float32), ratio)
+    src = source_coordinates(out, ratio)  # never negative: PyTorch's clamp at 0 is a no-op
+    index0 = src.to(torch.int64)  # truncation of a non-negative value: floor
+    lambda1 = src - index0.to(torch.float32)  # exact: the fraction of a float32
     lambda0 = 1.0 - lambda1
-    index1 = torch.minimum(index0 + 1, in_size.to(torch.int64) - 1)
+    index1 = torch.minimum(index0 + 1, in_size - 1)
     return index0, index1, lambda0, lambda1
 
 
