@@ -60,9 +60,10 @@ class TfliteOptions(TargetOptions):
     exact_resize: bool = option(
         True, "true (default): the ratio downsample uses PyTorch's float32 weights (parity); false: TFLite's "
               "RESIZE_BILINEAR (2 fewer TRANSPOSE ops in NHWC, up to ~1e-4 px coordinate drift at r=0.375)")
-    gpu_check: Literal["parity", "compile", "off"] = option(
-        "parity", "LiteRT GPU accelerator check of every file: 'parity' (compile GPU-only, then the rollout on it; "
-                  "slow on a software Vulkan device), 'compile' (placement only) or 'off'")
+    gpu_check: Literal["auto", "parity", "compile", "off"] = option(
+        "auto", "LiteRT GPU accelerator check of every file: 'parity' (compile GPU-only, then the rollout on it), "
+                "'compile' (placement only), 'off', or 'auto' (default: parity up to 320x180, placement only above, "
+                "where a software Vulkan device takes minutes a frame)")
 
 
 DESCRIPTION = TargetDescription(
@@ -126,9 +127,12 @@ def where_it_runs(artifact: Artifact, options: RuntimeOptions) -> tuple[Placemen
     options) may set ``gpu_check``; empty when it is "off" or ai-edge-litert is absent."""
     from rvm_export.core.target import missing_modules
 
-    check = options.overrides.gpu_check if isinstance(options.overrides, TfliteOptions) else "parity"
+    check = options.overrides.gpu_check if isinstance(options.overrides, TfliteOptions) else "auto"
     if check == "off" or missing_modules(("ai_edge_litert",)):
         return ()
-    from .accelerator import gpu_placement
+    from .accelerator import AUTO_PARITY_PIXELS, gpu_placement
 
+    if check == "auto":
+        bucket = artifact.spec.bucket
+        check = "parity" if bucket.width * bucket.height <= AUTO_PARITY_PIXELS else "compile"
     return (gpu_placement(artifact, parity=check == "parity"),)

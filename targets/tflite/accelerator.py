@@ -23,9 +23,9 @@ import re
 import sys
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -40,10 +40,11 @@ from rvm_export.core.spec import IOSpec, Precision
 from .runtime import SIGNATURE_KEY
 
 __all__ = ["SWIFTSHADER_ICD", "VulkanDevice", "vulkan_device", "GpuCompile", "compile_on_gpu", "GpuRunner",
-           "gpu_placement", "TOLERANCE_KEY"]
+           "gpu_placement", "TOLERANCE_KEY", "AUTO_PARITY_PIXELS"]
 
 SWIFTSHADER_ICD = Path("/usr/lib/chromium/vk_swiftshader_icd.json")  # Debian's chromium package
 TOLERANCE_KEY = "tflite-gpu"  # rvm_export/tolerances.py rows for parity on the GPU accelerator
+AUTO_PARITY_PIXELS = 320 * 180  # gpu_check=auto: rollout parity on the GPU up to this frame size, placement above
 CHECK = "LiteRT GPU accelerator (CompiledModel, GPU only, no CPU fallback)"
 _SPLIT = re.compile(r"(\d+) operations will run on the GPU, and the remaining (\d+) operations will run on the CPU")
 _ADAPTER = re.compile(r"Selected adapter: ([^,\n]+)")
@@ -121,6 +122,7 @@ class GpuCompile:
     on_cpu: int | None  # ops left to the CPU with fallback (0 when fully; None if the log did not say)
     refused: tuple[str, ...]  # "OP: reason" lines of the accelerator's refusal
     adapter: str  # the WebGPU adapter it selected ("SwiftShader Device (Subzero)")
+    model: Any = field(default=None, compare=False, repr=False)  # the GPU-only CompiledModel when fully, for reuse
 
 
 def compile_on_gpu(path: Path, enforce_f32: bool = False) -> GpuCompile:
@@ -133,9 +135,10 @@ def compile_on_gpu(path: Path, enforce_f32: bool = False) -> GpuCompile:
     if isinstance(device, str):
         raise MissingRuntimeError(f"LiteRT's GPU accelerator needs a Vulkan device: {device}")
     ops = sum(op_counts(Path(path).read_bytes()).values())
+    compiled = None
     with _native_log() as log:
         try:
-            _compiled(Path(path), True, enforce_f32)
+            compiled = _compiled(Path(path), True, enforce_f32)
             fully = True
         except RuntimeError:
             fully = False
@@ -158,7 +161,7 @@ def compile_on_gpu(path: Path, enforce_f32: bool = False) -> GpuCompile:
         on_gpu, on_cpu = ops, 0
     else:
         on_gpu, on_cpu = (int(split.group(1)), int(split.group(2))) if split else (None, None)
-    return GpuCompile(fully, ops, on_gpu, on_cpu, _refusals(text), adapter)
+    return GpuCompile(fully, ops, on_gpu, on_cpu, _refusals(text), adapter, compiled)
 
 
 def _refusals(text: str) -> tuple[str, ...]:
@@ -185,20 +188,23 @@ class GpuRunner(Runner):
     Raises MissingRuntimeError without a Vulkan device, InputError when the accelerator refuses the file (it does
     not fall back to the CPU), OutputMatchError/ShapeError when the signature breaks the contract."""
 
-    def __init__(self, path: Path, spec: IOSpec, enforce_f32: bool) -> None:
+    def __init__(self, path: Path, spec: IOSpec, enforce_f32: bool, compiled: GpuCompile | None = None) -> None:
         import ai_edge_litert
 
         device = vulkan_device()
         if isinstance(device, str):
             raise MissingRuntimeError(f"LiteRT's GPU accelerator needs a Vulkan device: {device}")
-        with _native_log() as log:
-            try:
-                self.model = _compiled(Path(path), True, enforce_f32)
-            except RuntimeError as exc:
-                raise InputError(f"LiteRT's GPU accelerator refuses {Path(path).name} without CPU fallback: "
-                                 f"{exc}") from exc
+        if compiled is not None and compiled.model is not None:  # compile_on_gpu's GPU-only model, reused
+            self.model, adapter = compiled.model, compiled.adapter
+        else:
+            with _native_log() as log:
+                try:
+                    self.model = _compiled(Path(path), True, enforce_f32)
+                except RuntimeError as exc:
+                    raise InputError(f"LiteRT's GPU accelerator refuses {Path(path).name} without CPU fallback: "
+                                     f"{exc}") from exc
+            adapter = (_ADAPTER.findall(log[0]) or ["WebGPU adapter"])[-1].strip()
         self.spec, self.path = spec, Path(path)
-        adapter = (_ADAPTER.findall(log[0]) or ["WebGPU adapter"])[-1].strip()
         self.outputs = self.model.get_output_tensor_details(SIGNATURE_KEY)
         inputs = self.model.get_input_tensor_details(SIGNATURE_KEY)
         if set(inputs) != set(spec.input_names) or set(self.outputs) != set(OUTPUT_NAMES):
@@ -234,12 +240,15 @@ def gpu_placement(artifact: Artifact, parity: bool = True) -> Placement:
     if isinstance(device, str):
         return Placement(CHECK, "none", None, skipped=device)
     enforce_f32 = artifact.precision == Precision.FP32
-    result = compile_on_gpu(artifact.path, enforce_f32)
+    try:
+        result = compile_on_gpu(artifact.path, enforce_f32)
+    except MissingRuntimeError as exc:  # an ICD without a WebGPU adapter: this machine cannot answer
+        return Placement(CHECK, "none", None, skipped=str(exc))
     where = f"WebGPU on {result.adapter}" + (" (software Vulkan: a CPU rasteriser, not a GPU)"
                                              if device.software else "")
     load: Callable[[], Runner] | None = None
     if parity and result.fully:
-        load = lambda: GpuRunner(artifact.path, artifact.spec, enforce_f32)  # noqa: E731
+        load = lambda: GpuRunner(artifact.path, artifact.spec, enforce_f32, result)  # noqa: E731
     note = ("placement and numbers on a software Vulkan device; no phone GPU was run"
             if device.software else "placement and numbers on this machine's Vulkan device")
     # With CPU fallback the accelerator counts ops after its own graph preparation (fp16 DEQUANTIZEs included),
@@ -247,6 +256,9 @@ def gpu_placement(artifact: Artifact, parity: bool = True) -> Placement:
     total = result.ops if result.on_gpu is None else result.on_gpu + result.on_cpu
     return Placement(CHECK, where, result.fully, nodes=total, placed=result.on_gpu, refused=result.refused,
                      facts={"ops_on_cpu_with_fallback": result.on_cpu,
+                            "parity_on_gpu": "checked (see the parity rows)" if load else
+                            "not run (gpu_check=compile, or auto above 320x180)" if result.fully else
+                            "not possible: not placed whole",
                             "precision": "enforce_f32 (float32 kernels)" if enforce_f32 else
                             "accelerator default (float16 allowed where the device has it)"},
                      note=note, tolerance_key=TOLERANCE_KEY if load else None, load=load)
