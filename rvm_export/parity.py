@@ -65,6 +65,7 @@ class ParityReport:
     pha_mad_sum: float = 0.0
     fgr_mad_sum: float = 0.0
     structural: list[ParityFailure] = field(default_factory=list)  # missing outputs, wrong shapes, runtime errors
+    accelerator: str | None = None  # the Placement.check this rollout ran on (None: the artifact's own runtime)
 
     # -- accumulation -----------------------------------------------------------------------------------------
     def add_frame(self, reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray]) -> None:
@@ -168,6 +169,8 @@ class ParityReport:
             "tolerance": self.tolerance.to_dict(), "outputs": worst, "failures": [str(f) for f in problems],
             "failure_details": [f.to_dict() for f in problems],
         }
+        if self.accelerator:
+            out["accelerator"] = self.accelerator
         if per_frame:
             out["per_frame_max_abs"] = {n: e.max_abs for n, e in self.errors.items()}
         return out
@@ -216,32 +219,56 @@ def compare_many(reference, candidates: list[tuple[ParityReport, Any]], frames: 
     return errors
 
 
+def _accelerator_runners(records, say) -> dict[int, list[tuple[Any, Any]]]:
+    """{id(record): [(placement, runner)]} for every placement that offers a loader; a loader's documented refusal
+    becomes an error of that record."""
+    out: dict[int, list[tuple[Any, Any]]] = {}
+    for record in records:
+        for placement in record.placements:
+            if placement.load is None:
+                continue
+            try:
+                out.setdefault(id(record), []).append((placement, placement.load()))
+            except RvmExportError as exc:
+                record.errors.append(f"cannot load on {placement.check}: {exc}")
+                say(f"  {record.artifact.name}: cannot load on {placement.check}: {exc}")
+    return out
+
+
 def check_parity(model, records, frames: int, seed: int = 0, progress: bool = False,
                  say: Callable[[str], None] | None = None) -> None:
     """Check every record that has a runner, per bucket: one PyTorch reference pass, every artifact in lockstep.
 
     ``records``: :class:`~rvm_export.report.ArtifactRecord` objects; each gets a ParityReport per bucket it serves,
     and an error line when its runner cannot open a stream there (a documented RvmExportError) or fails mid-rollout.
-    ``frames``: rollout length; ``seed``: the generated scene's seed."""
+    A record's placements that can run the model (``Placement.load``: e.g. LiteRT's GPU accelerator) get their own
+    report in the same pass, judged by ``tolerance_for(placement.tolerance_key, precision)``; a failure there fails
+    the artifact like any other. ``frames``: rollout length; ``seed``: the generated scene's seed."""
     say = say or (lambda message: None)
     buckets: list[Bucket] = []
     for record in records:
         buckets += [b for b in record.artifact.buckets if b not in buckets]
+    accelerated = _accelerator_runners(records, say)
     for bucket in buckets:
         candidates: list[tuple[ParityReport, Any]] = []
         owners = []
         for record in records:
-            if record.runner is None or bucket not in record.artifact.buckets:
+            if bucket not in record.artifact.buckets:
                 continue
             a = record.artifact
-            report = ParityReport(a.target, a.name, str(a.precision), bucket, record.runner.label,
-                                  tolerance_for(a.target, str(a.precision), a.spec.refiner))
-            try:
-                candidates.append((report, record.runner.stream(bucket)))
-                owners.append(record)
-            except RvmExportError as exc:
-                record.errors.append(f"cannot run at {bucket.label}: {exc}")
-                say(f"  {record.artifact.name}: cannot run at {bucket.label}: {exc}")
+            runs = [] if record.runner is None else [
+                (record.runner, tolerance_for(a.target, str(a.precision), a.spec.refiner), None)]
+            runs += [(runner, tolerance_for(p.tolerance_key, str(a.precision), a.spec.refiner), p.check)
+                     for p, runner in accelerated.get(id(record), [])]
+            for runner, tolerance, accelerator in runs:
+                report = ParityReport(a.target, a.name, str(a.precision), bucket, runner.label, tolerance,
+                                      accelerator=accelerator)
+                try:
+                    candidates.append((report, runner.stream(bucket)))
+                    owners.append(record)
+                except RvmExportError as exc:
+                    record.errors.append(f"cannot run at {bucket.label} ({runner.label}): {exc}")
+                    say(f"  {record.artifact.name}: cannot run at {bucket.label} ({runner.label}): {exc}")
         if not candidates:
             continue
         say(f"parity at {bucket.label}: {len(candidates)} artifact(s) x {frames} frames vs PyTorch fp32")

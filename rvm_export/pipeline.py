@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -173,6 +173,21 @@ def _load(record: ArtifactRecord, module, options: RuntimeOptions) -> None:
         _say(f"  {record.artifact.name}: cannot load here: {exc}")
 
 
+def _where_it_runs(record: ArtifactRecord, module, options: RuntimeOptions) -> None:
+    """The target's accelerator checks for one artifact (their parity runs with the others in check_parity)."""
+    try:
+        record.placements = list(module.where_it_runs(record.artifact, options))
+    except RvmExportError as exc:
+        record.errors.append(f"accelerator check failed: {exc}")
+        _say(f"  {record.artifact.name}: accelerator check failed: {exc}")
+        return
+    for p in record.placements:
+        found = (f"skipped: {p.skipped}" if p.skipped else
+                 {True: "whole model", False: "NOT whole", None: "noted"}[p.fully]
+                 + (f", {p.placed}/{p.nodes} taken" if p.nodes is not None and p.placed is not None else ""))
+        _say(f"  {record.artifact.name}: {p.check}: {found}")
+
+
 def run_export(config: RunConfig) -> RunResult:
     """Plan, export, check parity, benchmark and write the manifest and report; returns the exit code and records.
 
@@ -211,6 +226,7 @@ def run_export(config: RunConfig) -> RunResult:
                 record = ArtifactRecord(artifact)
                 records.append(record)
                 _load(record, item.module, options)
+                _where_it_runs(record, item.module, replace(options, overrides=request.options))
         check_parity(model, records, config.frames, config.seed, config.progress, _say)
         if config.golden_frames:
             _golden(model, records, stage, config)

@@ -10,6 +10,7 @@ from typing import Any
 from rvm_export.core import __version__
 from rvm_export.core.atomic import atomic_path, write_json_atomic, write_text_atomic
 from rvm_export.core.metadata import sha256_path
+from rvm_export.core.placement import Placement
 from rvm_export.core.request import Artifact
 from rvm_export.core.runner import Runner
 from rvm_export.core.spec import STATE_RULE
@@ -34,6 +35,7 @@ class ArtifactRecord:
     bench: list[BenchResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # runtime errors while loading or checking parity
     bench_errors: list[str] = field(default_factory=list)  # a failed benchmark does not fail the artifact
+    placements: list[Placement] = field(default_factory=list)  # where it runs (the target's accelerator checks)
 
     @property
     def status(self) -> str:
@@ -65,6 +67,7 @@ class ArtifactRecord:
             "benchmark": [b.to_dict() for b in self.bench],
             "errors": self.errors,
             "benchmark_errors": self.bench_errors,
+            "where_it_runs": [p.to_dict() for p in self.placements],
         }
         # Target-specific contract details (per-function contracts, in-model states, I/O notes) travel as given.
         record.update({k: v for k, v in spec.items() if k not in record and k not in ("variant", "refiner")})
@@ -156,6 +159,7 @@ def _markdown(manifest: dict[str, Any], plots: dict[str, str]) -> str:
     untimed = [(a["path"], e) for a in manifest["artifacts"] for e in a["benchmark_errors"]]
     if untimed:
         lines += ["", "Not timed:", ""] + [f"- `{path}`: {text}" for path, text in untimed]
+    lines += _where_it_runs(manifest["artifacts"])
     if plots:
         lines += ["", "## Error over the rollout", ""]
         lines += [f"![{name}]({png})" for name, png in plots.items()]
@@ -164,6 +168,47 @@ def _markdown(manifest: dict[str, Any], plots: dict[str, str]) -> str:
                  if a.get("state_rule") not in (None, STATE_RULE)]
     lines += [f"- `{path}`: {rule}" for path, rule in own_rules] + ([""] if own_rules else [])
     return "\n".join(lines)
+
+
+def _taken(entry: dict[str, Any]) -> str:
+    if entry.get("skipped"):
+        return "not checked here"
+    if entry.get("nodes") is None:
+        return "-"
+    taken = f"{entry.get('placed', '?')}/{entry['nodes']}"
+    if entry.get("placed") is not None and entry["nodes"]:
+        taken += f" ({entry['placed'] / entry['nodes']:.0%})"
+    if entry.get("partitions") is not None:
+        taken += f", {entry['partitions']} partition{'s' if entry['partitions'] != 1 else ''}"
+    return taken
+
+
+def _where_it_runs(artifacts: list[dict[str, Any]]) -> list[str]:
+    """The "Where it runs" section: one row per accelerator check of each artifact, with the parity run there."""
+    rows = [(a, e) for a in artifacts for e in a.get("where_it_runs", [])]
+    if not rows:
+        return []
+    lines = ["", "## Where it runs", "",
+             "What each target's accelerator checks found on this machine (a software device or a static check is "
+             "named as such; none of this is a phone, a real GPU or the Apple runtime).", "",
+             "| artifact | check | answered by | whole model | taken | refused / findings | parity there |",
+             "|---|---|---|---|---|---|---|"]
+    notes: list[str] = []
+    for art, e in rows:
+        whole = {True: "yes", False: "**no**", None: "-"}[e.get("fully")]
+        if e.get("skipped"):
+            whole = f"skipped: {e['skipped']}"
+        findings = list(e.get("refused", [])) + [f"{k}: {v}" for k, v in e.get("facts", {}).items()
+                                                 if k != "provider" and v is not None]
+        runs = [p for p in art["parity"] if p.get("accelerator") == e["check"]]
+        parity = "; ".join(f"{p['bucket']}: max abs {p['max_abs']:.2e}, pha MAD {p['pha_mad']:.2e} "
+                           f"(bound {p['tolerance'].get('frame_max')}) {'pass' if p['passed'] else '**FAIL**'}"
+                           for p in runs) or "-"
+        lines.append(f"| {art['path']} | {e['check']} | {e['device']} | {whole} | {_taken(e)} | "
+                     f"{'; '.join(findings) or '-'} | {parity} |")
+        if e.get("note") and f"- {e['check']}: {e['note']}" not in notes:
+            notes.append(f"- {e['check']}: {e['note']}")
+    return lines + ([""] + notes if notes else [])
 
 
 def write_outputs(out_dir: Path, records: list[ArtifactRecord], failures: list[Failure], model_info: dict[str, Any],

@@ -251,3 +251,56 @@ def test_runner_label_is_honest_on_linux(fp32_packages):
     if sys.platform != "darwin":
         assert runner.label.startswith(EXECUTOR_LABEL)
         assert coreml.DESCRIPTION.runtime_label == EXECUTOR_LABEL
+
+
+# -- deployment targets per package, image outputs, where it runs -------------------------------------------------
+def test_stateless_packages_keep_ios16_beside_stateful_ones(fp32_packages):
+    """stateful=true adds iOS 18 packages; the stateless ones written beside stay at the iOS 16 default."""
+    versions = {flavour: MilProgram(a.path).spec_version for flavour, a in fp32_packages.items()}
+    assert versions == {"static": 7, "stateful": 9}, versions
+    assert fp32_packages["static"].details["deployment_target"] == "iOS16"
+    assert fp32_packages["stateful"].details["deployment_target"] == "iOS18"
+    for flavour, artifact in fp32_packages.items():
+        [placement] = coreml.where_it_runs(artifact, OPTIONS)
+        assert placement.facts["specification_version"] == versions[flavour]
+        assert "no Apple device ran it" in placement.note and placement.fully is None
+
+
+def test_named_deployment_target_applies_to_every_package():
+    plan = coreml.options.resolve_options(coreml.CoreMLOptions.parse("coreml", {"stateful": True,
+                                                                              "deployment_target": "iOS18"}), "fp32")
+    assert plan.for_package(False).deployment_target == plan.for_package(True).deployment_target == "iOS18"
+    multi = coreml.options.resolve_options(coreml.CoreMLOptions.parse("coreml", {"multifunction": True}), "fp16")
+    assert multi.for_package(False).deployment_target == "iOS18"  # multifunction itself needs iOS 18
+
+
+@pytest.fixture(scope="session")
+def image_output_packages(golden_model, tmp_path_factory):
+    """fp32, 96x54@0.5 (odd low-res sizes), fgr/pha as images, stateless + stateful."""
+    return _export(golden_model, tmp_path_factory, "coreml_imgout", (Bucket(96, 54, 0.5),), "fp32", stateful=True,
+                   image_output=True)
+
+
+@pytest.mark.parametrize("flavour", ["static", "stateful"])
+def test_image_outputs_are_pixel_buffers_with_mil_parity(golden_model, image_output_packages, flavour):
+    artifact = image_output_packages[flavour]
+    bucket = artifact.buckets[0]
+    description = _spec(artifact.path).description
+    outputs = {f.name: f.type for f in description.output}
+    image_kinds = FeatureTypes_pb2.ImageFeatureType
+    assert outputs["fgr"].imageType.colorSpace == image_kinds.RGB
+    assert outputs["pha"].imageType.colorSpace == image_kinds.GRAYSCALE
+    assert (outputs["pha"].imageType.width, outputs["pha"].imageType.height) == (bucket.width, bucket.height)
+    assert [t.kind for t in artifact.spec.outputs[:2]] == ["image", "image"]
+    report = _rollout(golden_model, artifact, bucket, frames=30)
+    print(f"PARITY {artifact.name}: max abs {report.max_abs:.2e} ({EXECUTOR_LABEL})")
+    report.raise_if_failed()
+    assert report.max_abs <= 1e-4 and EXECUTOR_LABEL in report.label
+
+
+def test_image_output_needs_ios16():
+    request = ExportRequest("mobilenetv3", "deep_guided_filter", (SMALL,), False, Precision.FP32,
+                            options=coreml.CoreMLOptions.parse("coreml", {"image_output": True,
+                                                                          "deployment_target": "iOS15"}))
+    with pytest.raises(UsageError, match="image_output needs iOS16"):
+        coreml.check_request(request)

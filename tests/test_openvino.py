@@ -87,6 +87,29 @@ def test_contract_names_and_metadata_in_the_ir(dynamic_fp32, static_fp32):
     assert [list(p.get_shape()) for p in static.outputs][:2] == [[1, 3, 135, 241], [1, 1, 135, 241]]
 
 
+
+@pytest.mark.parametrize("fixture", ["dynamic_fp32", "static_fp32"])
+def test_stateful_manifest_entry_and_embedded_contract_say_states_live_inside(request, fixture):
+    """The stateful IR's manifest entry and the contract in the IR list its real inputs and outputs (no r*i/r*o)
+    and name the four variables that hold the states."""
+    from rvm_export.report import ArtifactRecord
+
+    artifact = request.getfixturevalue(fixture)["stateful"]
+    model = ov.Core().read_model(str(ovt_runtime.xml_path(artifact.path)))
+    real_inputs = [p.get_any_name() for p in model.inputs]
+    real_outputs = [p.get_any_name() for p in model.outputs]
+    assert real_outputs == ["fgr", "pha"] and real_inputs[0] == "src"
+    entry = ArtifactRecord(artifact).to_dict(artifact.path.parent)
+    embedded = json.loads(ovt.read_contract(artifact.path)["rvm_export.io_contract"])
+    for contract in (entry, embedded):
+        assert [t["name"] for t in contract["inputs"]] == real_inputs
+        assert [t["name"] for t in contract["outputs"]] == real_outputs
+        assert contract["states"] == "internal" and "reset_state()" in contract["state_reset"]
+        assert [v["name"] for v in contract["state_variables"]] == ["r1", "r2", "r3", "r4"]
+        assert [v["holds"] for v in contract["state_variables"]] == ["r1i/r1o", "r2i/r2o", "r3i/r3o", "r4i/r4o"]
+    variables = sorted(op.get_variable_id() for op in model.get_ops() if op.get_type_name() == "ReadValue")
+    assert variables == [v["name"] for v in entry["state_variables"]]
+
 def test_load_ir_from_the_path_alone(dynamic_fp32):
     runner = ovt.load_ir(dynamic_fp32["stateful"].path, OPTIONS)
     assert runner.stateful and runner.spec.dynamic and runner.inference_precision == "f32"

@@ -1,12 +1,15 @@
 """TFLite target: request checks, the SignatureDef contract, and parity on the LiteRT interpreter (XNNPACK).
 
-Default tests convert three times (256x144@0.5 NHWC; 328x184@0.375 NCHW: odd low-res sizes and the PyTorch-weight
-downsample; 241x135@1.0 NHWC: no refiner); every precision reuses the first conversion (cached per process).
+Default tests convert four times (256x144@0.5 NHWC and NCHW; 328x184@0.375 NCHW: odd low-res sizes and the
+PyTorch-weight downsample; 241x135@1.0 NHWC: no refiner); every precision reuses its conversion (cached per
+process). The GPU accelerator tests compile each 256x144 fp32/fp16 file onto LiteRT's GPU accelerator over
+SwiftShader and roll 30 frames there (minutes each: a software rasteriser).
 Full resolutions over 100 frames are marked slow.
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +19,7 @@ pytest.importorskip("ai_edge_litert")
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")
 
-from rvm_export.core.errors import ExportFailedError, InputError, UsageError  # noqa: E402
+from rvm_export.core.errors import ExportFailedError, InputError, ToleranceError, UsageError  # noqa: E402
 from rvm_export.parity import compare_rollout  # noqa: E402
 from rvm_export.core.rollout import TorchStream  # noqa: E402
 from rvm_export.core.rollout import MovingScene  # noqa: E402
@@ -262,6 +265,12 @@ def test_cli_exports_and_checks_parity(golden_pth, tmp_path):
     assert code == 0
     manifest = (tmp_path / "manifest.json").read_text()
     assert "rvm_mobilenetv3_256x144_r0.5_nhwc_fp32.tflite" in manifest and '"NHWC"' in manifest
+    [entry] = json.loads(manifest)["artifacts"]
+    [gpu] = entry["where_it_runs"]
+    report = (tmp_path / "report.md").read_text()
+    assert "## Where it runs" in report and f"| {entry['path']} | {gpu['check']} |" in report
+    if not gpu.get("skipped"):  # with a Vulkan device: placed whole, and the rollout ran on it too
+        assert gpu["fully"] and [p["accelerator"] for p in entry["parity"] if "accelerator" in p] == [gpu["check"]]
 
 
 # -- full resolutions, 100 frames (the issue's bounds) ----------------------------------------------------------------
@@ -309,3 +318,72 @@ def test_trained_model_fp32_at_0375_needs_pytorch_weights(tmp_path):
     report = _parity(model, artifact, bucket, frames=30)
     report.raise_if_failed()
     assert report.max_abs <= 2e-5
+
+
+# -- LiteRT's GPU accelerator on a software Vulkan device (targets/tflite/accelerator.py) ----------------------------
+# Chromium's SwiftShader ICD comes with Debian's chromium package (.ci/run and `make browser` install it). Without it
+# these tests skip, except under RVM_EXPORT_REQUIRE_BROWSER=1 (CI), where a missing device is a failure.
+GPU_FRAMES = 30
+
+
+@pytest.fixture(scope="module")
+def gpu_device():
+    from targets.tflite.accelerator import vulkan_device
+
+    device = vulkan_device()
+    if isinstance(device, str):
+        if os.environ.get("RVM_EXPORT_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"RVM_EXPORT_REQUIRE_BROWSER=1 but LiteRT's GPU accelerator has no device: {device}")
+        pytest.skip(f"no Vulkan device for LiteRT's GPU accelerator: {device}")
+    return device
+
+
+@pytest.fixture(scope="session")
+def small_nchw(golden_model, tflite_dir):
+    """fp32 and fp16 at 256x144@0.5 NCHW (one conversion)."""
+    return {p: tflite.export(golden_model, _request(layout=Layout.NCHW, precision=p), tflite_dir)[0]
+            for p in ("fp32", "fp16")}
+
+
+def _gpu_files(small_artifacts, small_nchw):
+    return {"nhwc-fp32": small_artifacts["fp32"], "nhwc-fp16": small_artifacts["fp16"],
+            "nchw-fp32": small_nchw["fp32"], "nchw-fp16": small_nchw["fp16"]}
+
+
+@pytest.mark.parametrize("name", ["nhwc-fp32", "nhwc-fp16", "nchw-fp32", "nchw-fp16"])
+def test_gpu_accelerator_takes_every_op_and_matches_pytorch(golden_model, gpu_device, small_artifacts, small_nchw,
+                                                            name):
+    """Compiled with the GPU alone (no CPU fallback), then 30 frames against PyTorch within the tflite-gpu bound."""
+    artifact = _gpu_files(small_artifacts, small_nchw)[name]
+    [placement] = tflite.where_it_runs(artifact, THREADS)
+    assert placement.skipped is None and placement.fully, placement.to_dict()
+    assert placement.placed == placement.nodes and placement.facts["ops_on_cpu_with_fallback"] == 0
+    assert "software" in placement.device and "no phone GPU" in placement.note
+    assert not {"RELU_0_TO_1", "RELU_N1_TO_1"} & set(artifact.details["ops"])
+    runner = placement.load()
+    report = compare_rollout(TorchStream(golden_model, SMALL), runner.stream(SMALL),
+                             MovingScene(SMALL.width, SMALL.height, GPU_FRAMES, seed=0), target="tflite",
+                             artifact=artifact.name, precision=artifact.precision.value, bucket=SMALL,
+                             label=runner.label, tolerance=tolerance_for("tflite-gpu", artifact.precision.value))
+    print(f"GPU PARITY {name}: max abs {report.max_abs:.2e}, pha MAD {report.pha_mad:.2e} [{runner.label}]")
+    report.raise_if_failed()
+    assert report.frames == GPU_FRAMES and "GPU accelerator" in runner.label and "SwiftShader" in runner.label
+
+
+ODD_GPU_BUG = ("LiteRT 2.3's WebGPU accelerator on SwiftShader: with odd low-res sizes (123x69 here) the GPU result "
+               "is off by 2e-2 (5e-2 at 96x54) from the first frames, while the file matches to 1e-6 on XNNPACK "
+               "(docs/tflite.md)")
+
+
+@pytest.mark.xfail(strict=True, raises=ToleranceError, reason=ODD_GPU_BUG)
+def test_gpu_accelerator_odd_low_res_sizes(golden_model, gpu_device, odd_nchw):
+    parity_there = RuntimeOptions(threads=2, overrides=tflite.TfliteOptions(gpu_check="parity"))  # 328x184 > auto's
+    [placement] = tflite.where_it_runs(odd_nchw, parity_there)
+    assert placement.fully
+    runner = placement.load()
+    report = compare_rollout(TorchStream(golden_model, ODD), runner.stream(ODD),
+                             MovingScene(ODD.width, ODD.height, 2, seed=0), target="tflite", artifact=odd_nchw.name,
+                             precision="fp32", bucket=ODD, label=runner.label,
+                             tolerance=tolerance_for("tflite-gpu", "fp32"))
+    print(f"GPU PARITY odd: max abs {report.max_abs:.2e}")
+    report.raise_if_failed()

@@ -1,5 +1,5 @@
 """What every target package provides: a frozen, typed :class:`TargetDescription` and the :class:`TargetModule`
-surface (``DESCRIPTION``, ``missing()``, ``check_request()``, ``export()``, ``load()``).
+surface (``DESCRIPTION``, ``missing()``, ``check_request()``, ``export()``, ``load()``, ``where_it_runs()``).
 
 The pipeline and the CLI read the description (precisions, which can be dynamic, layouts, devices, opset, options,
 pip extra, whether ``--target all`` includes it) instead of probing a module with ``getattr``. Adding a target means
@@ -14,6 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import MissingRuntimeError, UsageError
 from .options import TargetOptions
+from .placement import Placement
 from .request import Artifact, ExportRequest, RuntimeOptions
 from .runner import Runner
 from .spec import Layout, Precision
@@ -118,4 +119,10 @@ class TargetModule(Protocol):
 
     def load(self, artifact: Artifact, options: RuntimeOptions) -> Runner:
         """Load an artifact this target wrote; raises InputError for a file it cannot read."""
+        ...
+
+    def where_it_runs(self, artifact: Artifact, options: RuntimeOptions) -> tuple[Placement, ...]:
+        """The accelerator checks this target can make on this machine for ``artifact`` (empty when it has none):
+        compiled placement, a provider's static op check, a platform rule. Never raises for a model an accelerator
+        refuses: that is a finding (``fully=False``); a check that cannot run here says why in ``skipped``."""
         ...

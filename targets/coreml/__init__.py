@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from rvm_export.core.errors import UsageError
+from rvm_export.core.placement import Placement
 from rvm_export.core.request import Artifact, ExportRequest, RuntimeOptions
 from rvm_export.core.runner import Runner
 from rvm_export.core.spec import Layout, Precision
@@ -19,9 +20,9 @@ from rvm_export.core.target import TargetDescription
 
 from . import export as _export  # first: the submodule must not replace export() below when imported later
 from .mil_executor import EXECUTOR_LABEL
-from .options import CoreMLOptions, check_buckets, resolve_options
+from .options import DEPLOYMENT_TARGETS, CoreMLOptions, check_buckets, resolve_options
 
-__all__ = ["DESCRIPTION", "CoreMLOptions", "missing", "check_request", "export", "load"]
+__all__ = ["DESCRIPTION", "CoreMLOptions", "missing", "check_request", "export", "load", "where_it_runs"]
 
 DESCRIPTION = TargetDescription(
     name="coreml",
@@ -86,3 +87,29 @@ def load(artifact: Artifact, options: RuntimeOptions) -> Runner:
     if options.device not in ("cpu", *COMPUTE_UNIT_NAMES):
         raise UsageError(f"coreml has no device {options.device!r}; on Linux it runs the MIL program check on the CPU")
     return ExecutorRunner(artifact, threads=options.threads or 1)
+
+
+DEPLOYMENT_CHECK = "Core ML deployment target (the package's specification version)"
+
+
+def where_it_runs(artifact: Artifact, options: RuntimeOptions) -> tuple[Placement, ...]:
+    """What the package says about where it runs, read back from the saved file: its specification version (the
+    oldest iOS/macOS that loads it), image I/O and states. Core ML chooses CPU, GPU or Neural Engine per op when an
+    Apple device loads the package; nothing here runs it there (the note says so)."""
+    from coremltools.proto import Model_pb2
+
+    from .multifunction import package_model_file
+
+    spec = Model_pb2.Model()
+    spec.ParseFromString(package_model_file(Path(artifact.path)).read_bytes())
+    names = [name for name, version in DEPLOYMENT_TARGETS.items() if version == spec.specificationVersion]
+    facts = {"specification_version": spec.specificationVersion,
+             "loads_on": " / ".join(n for n in names if n.startswith(("iOS", "macOS"))) + " or later",
+             "deployment_target": artifact.details.get("deployment_target"),
+             "image_input": bool(artifact.details.get("image_input")),
+             "image_output": bool(artifact.details.get("image_output")),
+             "states_inside": artifact.flavour.endswith("stateful")}
+    note = ("read from the package; no Apple device ran it: which ops Core ML puts on the GPU or the Neural Engine "
+            "is decided at load time on the device and is not proven here"
+            + ("" if sys.platform == "darwin" else "; parity on this machine is the MIL program check"))
+    return (Placement(DEPLOYMENT_CHECK, "the saved package (no device)", None, facts=facts, note=note),)

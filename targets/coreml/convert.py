@@ -26,7 +26,7 @@ from rvm_export.core.spec import IOSpec, Precision, StateVariable
 from targets.traced.contract import StaticContract
 
 from .options import CoreMLPlan
-from .wrappers import StatefulContract, state_buffers
+from .wrappers import PixelOutputs, StatefulContract, state_buffers
 
 __all__ = ["convert_bucket", "save_package", "describe_model", "coreml_spec", "program_ops", "AUTHOR",
            "IMAGE_SCALE"]
@@ -44,9 +44,11 @@ def coreml_spec(variant: str, refiner: str, bucket, opts: CoreMLPlan, stateful: 
     ``image_input``, and for a stateful package the Core ML states it keeps inside (float16; an fp32 program's
     ``split`` storage keeps two halves per state)."""
     image_inputs = (SRC,) if opts.image_input else ()
+    image_outputs = FRAME_OUTPUTS if opts.image_output else ()
     notes = {"io_note": "float16 I/O: the fed-back states are rounded to float16 at every frame"} \
         if opts.io_dtype == "float16" and not stateful else {}
-    plain = IOSpec(variant, refiner, bucket, io_dtype=opts.io_dtype, image_inputs=image_inputs, notes=notes)
+    plain = IOSpec(variant, refiner, bucket, io_dtype=opts.io_dtype, image_inputs=image_inputs,
+                   image_outputs=image_outputs, notes=notes)
     if not stateful:
         return plain
     shapes = plain.concrete_state_shapes(bucket)
@@ -86,19 +88,25 @@ def convert_bucket(model, spec: IOSpec, precision: Precision, opts: CoreMLPlan, 
                                 color_layout=ct.colorlayout.RGB)
     else:
         src_type = ct.TensorType(name=SRC, shape=tuple(examples[0].shape), dtype=io_np)
+    if opts.image_output:  # 8-bit pixel buffers: RGB foreground, grayscale alpha (values x255 inside the model)
+        frame_outputs = [ct.ImageType(name="fgr", color_layout=ct.colorlayout.RGB),
+                         ct.ImageType(name="pha", color_layout=ct.colorlayout.GRAYSCALE)]
+    else:
+        frame_outputs = [ct.TensorType(name=n, dtype=io_np) for n in FRAME_OUTPUTS]
     if stateful:
-        wrapper = StatefulContract(model, spec, opts.state_storage).eval()
+        wrapper = StatefulContract(model, spec, opts.state_storage, 255.0 if opts.image_output else 1.0).eval()
         traced = _trace(wrapper, examples[:1])
         inputs = [src_type]
-        outputs = [ct.TensorType(name=n, dtype=io_np) for n in FRAME_OUTPUTS]
+        outputs = frame_outputs
         states = [ct.StateType(wrapped_type=ct.TensorType(shape=tuple(getattr(wrapper, name).shape),
                                                           dtype=np.float16), name=name)
                   for names in state_buffers(opts.state_storage).values() for name in names]
     else:
-        traced = _trace(StaticContract(model, spec).eval(), examples)
+        wrapper = StaticContract(model, spec).eval()
+        traced = _trace(PixelOutputs(wrapper) if opts.image_output else wrapper, examples)
         inputs = [src_type] + [ct.TensorType(name=n, shape=tuple(x.shape), dtype=io_np)
                                for n, x in zip(STATE_INPUTS, examples[1:])]
-        outputs = [ct.TensorType(name=n, dtype=io_np) for n in (*FRAME_OUTPUTS, *STATE_OUTPUTS)]
+        outputs = frame_outputs + [ct.TensorType(name=n, dtype=io_np) for n in STATE_OUTPUTS]
         states = None
     compute = ct.precision.FLOAT16 if precision == Precision.FP16 else ct.precision.FLOAT32
     with warnings.catch_warnings():
@@ -157,8 +165,12 @@ def _feature_texts(spec: IOSpec, opts: CoreMLPlan, stateful: bool) -> dict[str, 
         texts[SRC] = f"RGB image {b.width}x{b.height}, 8-bit pixels scaled by 1/255 inside the model; {baked}"
     else:
         texts[SRC] = f"RGB frame, {dtype} [1,3,{b.height},{b.width}] in [0, 1]; {baked}"
-    texts["fgr"] = f"foreground RGB in [0, 1], {dtype} [1,3,{b.height},{b.width}]"
-    texts["pha"] = f"alpha matte in [0, 1], {dtype} [1,1,{b.height},{b.width}]"
+    if opts.image_output:
+        texts["fgr"] = f"foreground, RGB image {b.width}x{b.height} (8-bit: 255 = 1.0)"
+        texts["pha"] = f"alpha matte, grayscale image {b.width}x{b.height} (8-bit: 255 = opaque)"
+    else:
+        texts["fgr"] = f"foreground RGB in [0, 1], {dtype} [1,3,{b.height},{b.width}]"
+        texts["pha"] = f"alpha matte in [0, 1], {dtype} [1,1,{b.height},{b.width}]"
     if stateful:
         return texts
     shapes = spec.concrete_state_shapes(b)

@@ -3,7 +3,8 @@
 - default: one stateless package per bucket (any mlprogram deployment target, iOS 16 by default);
 - ``multifunction``: one package with one function per bucket, weights shared (iOS 18);
 - ``stateful``: additionally the stateful variant (states inside the model, iOS 18), per bucket or, with
-  ``multifunction``, as one multifunction package of stateful functions.
+  ``multifunction``, as one multifunction package of stateful functions. Each package gets its own deployment
+  target (``CoreMLPlan.for_package``): the stateless ones stay iOS 16 by default beside iOS 18 stateful ones.
 """
 from __future__ import annotations
 
@@ -32,9 +33,10 @@ TARGET = "coreml"
 
 def package_name(variant: str, refiner: str, shape: str, precision: Precision, opts: CoreMLPlan,
                  stateful: bool) -> str:
-    """``rvm_<variant>[_fgf]_<shape>[_stateful][_image][_io16]_<precision>.mlpackage``."""
+    """``rvm_<variant>[_fgf]_<shape>[_stateful][_image][_imgout][_io16]_<precision>.mlpackage``."""
     return artifact_name(variant, refiner, shape, "stateful" if stateful else "", "image" if opts.image_input else "",
-                         "io16" if opts.io_dtype == "float16" else "", str(precision), suffix=".mlpackage")
+                         "imgout" if opts.image_output else "", "io16" if opts.io_dtype == "float16" else "",
+                         str(precision), suffix=".mlpackage")
 
 
 def bucket_spec(request: ExportRequest, bucket: Bucket, opts: CoreMLPlan, stateful: bool) -> IOSpec:
@@ -54,6 +56,7 @@ def _details(opts: CoreMLPlan, precision: Precision, functions: dict[str, str], 
         "compute_precision": "float16" if precision == Precision.FP16 else "float32",
         "io_dtype": opts.io_dtype,
         "image_input": opts.image_input,
+        "image_output": opts.image_output,
         "functions": functions,
         "default_function": next(iter(functions)),
         "compute_units": opts.compute_units,
@@ -139,8 +142,9 @@ def export_packages(model, request: ExportRequest, out_dir: Path) -> list[Artifa
     out_dir = Path(out_dir)
     artifacts: list[Artifact] = []
     for stateful in (False, True) if opts.stateful else (False,):
+        plan = opts.for_package(stateful)
         if opts.multifunction:
-            artifacts.append(_multifunction(model, request, opts, stateful, out_dir))
+            artifacts.append(_multifunction(model, request, plan, stateful, out_dir))
         else:
-            artifacts += [_single(model, request, opts, b, stateful, out_dir) for b in request.buckets]
+            artifacts += [_single(model, request, plan, b, stateful, out_dir) for b in request.buckets]
     return artifacts

@@ -236,7 +236,8 @@ def _features(description) -> dict[str, list[FeatureInfo]]:
             kind = feature.type.WhichOneof("Type")
             if kind == "imageType":
                 image = feature.type.imageType
-                info = FeatureInfo(feature.name, "image", (1, 3, image.height, image.width), "fp32",
+                channels = 1 if image.colorSpace == FeatureTypes_pb2.ImageFeatureType.GRAYSCALE else 3
+                info = FeatureInfo(feature.name, "image", (1, channels, image.height, image.width), "fp32",
                                    feature.shortDescription)
             else:
                 array = feature.type.stateType.arrayType if kind == "stateType" else feature.type.multiArrayType

@@ -4,9 +4,13 @@
 Keys (all optional; the CLI passes them as ``--option coreml.KEY=VALUE``):
 
 - ``deployment_target``: ``iOS15``..``iOS18``, ``iOS26``, ``macOS12``..``macOS15``, ``macOS26`` (also tvOS/watchOS/
-  names). Default ``iOS16``, or ``iOS18`` when ``multifunction`` or ``stateful`` is asked for (they need it).
-  Naming a target older than a requested feature needs is refused, never silently raised.
+  names). Default ``iOS16``; ``iOS18`` for what needs it: every package with ``multifunction``, and the stateful
+  packages of ``stateful`` (the stateless packages written beside them keep ``iOS16``: a stateful export does not
+  raise the deployment target of the others). A named target applies to every package; naming one older than a
+  requested feature needs is refused, never silently raised.
 - ``image_input``: ``src`` as an RGB image (pixel buffer) scaled by 1/255 inside the model, instead of a float tensor.
+- ``image_output``: ``fgr`` as an RGB image and ``pha`` as a grayscale image (pixel buffers an app can draw), scaled
+  by 255 inside the model; Core ML rounds them to 8 bits (at most 0.5/255 = 2.0e-3 off the float result). iOS 16+.
 - ``multifunction``: one package holding one function per bucket, sharing weights (iOS 18). Without it, one package
   per bucket (any mlprogram target).
 - ``stateful``: also write a stateful package per bucket (iOS 18 state types: the recurrent states live in the
@@ -22,7 +26,7 @@ Keys (all optional; the CLI passes them as ``--option coreml.KEY=VALUE``):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from rvm_export.core.bucket import Bucket
@@ -54,6 +58,8 @@ class CoreMLOptions(TargetOptions):
     deployment_target: str | None = option(None, "iOS15..iOS18, iOS26, macOS12..macOS15, macOS26 (tvOS/watchOS "
                                                  "names too); default iOS16, iOS18 with multifunction or stateful")
     image_input: bool = option(False, "src as an RGB image (pixel buffer) scaled by 1/255 inside the model")
+    image_output: bool = option(False, "fgr as an RGB image and pha as a grayscale image (pixel buffers, x255 inside "
+                                       "the model, 8-bit in Core ML; iOS 16+)")
     multifunction: bool = option(False, "one package with one function per bucket, weights shared (iOS 18)")
     stateful: bool = option(False, "also write stateful packages (states inside the model, iOS 18)")
     state_storage: Literal["split", "fp16"] | None = option(
@@ -75,6 +81,16 @@ class CoreMLPlan:
     state_storage: str  # "split" (fp16 hi + lo pair, fp32 programs) or "fp16" (one fp16 tensor per state)
     io_dtype: str  # "float32" or "float16" at the model boundary (src, fgr, pha, rKi/rKo)
     compute_units: str  # macOS parity check's compute units when the runtime device is "cpu"
+    image_output: bool = False  # fgr (RGB) and pha (grayscale) are images, x255 inside, for apps that draw them
+    stateful_target: str = "iOS18"  # the stateful packages' deployment target (states need iOS 18)
+    stateful_target_reason: str = "default for stateful (needs iOS 18)"
+
+    def for_package(self, stateful: bool) -> "CoreMLPlan":
+        """The plan of one package: stateful packages take ``stateful_target``; stateless ones keep their own."""
+        if not stateful:
+            return self
+        return replace(self, deployment_target=self.stateful_target,
+                       deployment_target_reason=self.stateful_target_reason)
 
     @property
     def spec_version(self) -> int:
@@ -82,7 +98,8 @@ class CoreMLPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"deployment_target": self.deployment_target, "deployment_target_reason": self.deployment_target_reason,
-                "image_input": self.image_input, "multifunction": self.multifunction, "stateful": self.stateful,
+                "image_input": self.image_input, "image_output": self.image_output,
+                "multifunction": self.multifunction, "stateful": self.stateful,
                 "state_storage": self.state_storage, "io_dtype": self.io_dtype, "compute_units": self.compute_units}
 
 
@@ -94,8 +111,10 @@ def resolve_options(options: CoreMLOptions, precision: str) -> CoreMLPlan:
 
     asked = options.deployment_target
     if asked is None:
-        target = "iOS18" if needs18 else "iOS16"
-        reason = f"default for {' and '.join(needs18)} (needs iOS 18)" if needs18 else "default"
+        target = "iOS18" if multifunction else "iOS16"
+        reason = "default for multifunction (needs iOS 18)" if multifunction else "default"
+        stateful_target = "iOS18"
+        stateful_reason = f"default for {' and '.join(needs18)} (needs iOS 18)"
     else:
         target = str(asked)
         reason = "asked for"
@@ -110,6 +129,13 @@ def resolve_options(options: CoreMLOptions, precision: str) -> CoreMLPlan:
                 f"{'multifunction models' if multifunction else 'state types'}), which deployment_target {target} "
                 f"cannot express; use deployment_target=iOS18 (or macOS15), or drop {' and '.join(needs18)} to get "
                 f"one stateless package per bucket for {target}")
+        stateful_target, stateful_reason = target, reason
+
+    lowest = min(DEPLOYMENT_TARGETS[target], DEPLOYMENT_TARGETS[stateful_target] if stateful else IOS26_SPEC)
+    if options.image_output and lowest < IOS16_SPEC:
+        raise UsageError(f"image_output needs iOS16 / macOS13 (Core ML image outputs of an mlprogram); "
+                         f"deployment_target {target} cannot express them. Use deployment_target=iOS16 (the "
+                         f"default) or drop image_output to get float tensors")
 
     io_dtype = options.io_dtype
     if io_dtype == "float16" and DEPLOYMENT_TARGETS[target] < IOS16_SPEC:
@@ -125,7 +151,8 @@ def resolve_options(options: CoreMLOptions, precision: str) -> CoreMLPlan:
     if options.state_storage is not None and not stateful:
         raise UsageError("coreml state_storage applies to stateful packages only; add stateful=true or drop it")
 
-    return CoreMLPlan(target, reason, image_input, multifunction, stateful, storage, io_dtype, options.compute_units)
+    return CoreMLPlan(target, reason, image_input, multifunction, stateful, storage, io_dtype, options.compute_units,
+                      options.image_output, stateful_target, stateful_reason)
 
 
 def check_buckets(buckets: tuple[Bucket, ...]) -> None:

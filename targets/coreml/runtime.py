@@ -7,7 +7,10 @@ runs ``MLModel.predict`` on the compute units asked for (``RuntimeOptions.device
 
 Both take contract-named NCHW arrays with ``src`` in [0, 1]; for an image-typed ``src`` the runner turns the frame
 into pixels itself (x255 exactly for the executor; rounded to an 8-bit RGB image for the Apple runtime, so parity on
-macOS needs frames already on the 1/255 grid). A multifunction package runs the function of the requested bucket.
+macOS needs frames already on the 1/255 grid). Image-typed ``fgr``/``pha`` come back as [0, 1] float32 NCHW arrays:
+the executor divides the program's pixel values by 255 (no 8-bit rounding: that happens in the Apple runtime, at most
+0.5/255 more); on macOS the 8-bit images Core ML returns are divided by 255.
+A multifunction package runs the function of the requested bucket.
 A stateful stream keeps its states inside (a :class:`StateStore`, or an ``MLState`` on macOS), returns ``fgr``
 and ``pha`` only, and ``reset()`` starts from zeros.
 """
@@ -52,6 +55,19 @@ def function_for(artifact, bucket: Bucket) -> str:
 
 def _pixels(src: np.ndarray) -> np.ndarray:
     return np.asarray(src, dtype=np.float32) * np.float32(255.0)
+
+
+def _from_pixels(outputs: dict[str, Any], names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Image outputs (executor arrays of pixel values, or PIL images from Core ML) -> [0, 1] float32 NCHW."""
+    for name in names:
+        if name in outputs:
+            array = np.asarray(outputs[name], dtype=np.float32)
+            if array.ndim == 2:  # grayscale PIL image: H x W
+                array = array[None, None]
+            elif array.ndim == 3:  # RGB PIL image: H x W x 3
+                array = array.transpose(2, 0, 1)[None]
+            outputs[name] = array / np.float32(255.0)
+    return outputs
 
 
 def _blas_limit(threads: int | None):
@@ -100,7 +116,7 @@ class ExecutorRunner(Runner):
         """One call with contract-named inputs. A stateful function needs ``state`` (``make_state(function)``)."""
         fn = self.program.function(function)
         with self._threads():
-            return fn.run(self._feeds(fn, feeds), state)
+            return _from_pixels(fn.run(self._feeds(fn, feeds), state), self.artifact.spec.image_outputs)
 
     def make_state(self, function: str | None = None):
         return self.program.make_state(function)
@@ -130,7 +146,8 @@ class ExecutorStream(ArrayStream):
     def _run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {**feeds, SRC: np.asarray(feeds[SRC], np.float32)}  # pixels/values in float32; states as they are
         with self.runner._threads():
-            return self.function.run(self.runner._feeds(self.function, feeds), self.state)
+            outputs = self.function.run(self.runner._feeds(self.function, feeds), self.state)
+        return _from_pixels(outputs, self.spec.image_outputs)
 
 
 class PredictRunner(Runner):
@@ -177,7 +194,8 @@ class PredictRunner(Runner):
         wanted = (SRC,) if self.stateful else (SRC, *STATE_INPUTS)
         values = model.predict(self._feeds({k: v for k, v in feeds.items() if k in wanted}),
                                **({"state": state} if state is not None else {}))
-        return {k: np.asarray(v) for k, v in values.items()}
+        return _from_pixels({k: v if k in self.artifact.spec.image_outputs else np.asarray(v)
+                             for k, v in values.items()}, self.artifact.spec.image_outputs)
 
     def stream(self, bucket: Bucket) -> "PredictStream":
         return PredictStream(self, function_for(self.artifact, bucket), bucket)

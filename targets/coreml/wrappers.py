@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from rvm_export.core.spec import IOSpec
 
-__all__ = ["StatefulContract", "state_buffers", "STATE_NAMES"]
+__all__ = ["StatefulContract", "PixelOutputs", "state_buffers", "STATE_NAMES"]
 
 STATE_NAMES = ("r1", "r2", "r3", "r4")
 
@@ -31,10 +31,11 @@ def state_buffers(storage: str) -> dict[str, list[str]]:
 
 
 class StatefulContract(nn.Module):
-    """Fixed resolution and ratio, states inside: ``forward(src) -> (fgr, pha)``."""
+    """Fixed resolution and ratio, states inside: ``forward(src) -> (fgr, pha)`` (times ``output_scale``)."""
 
-    def __init__(self, model: nn.Module, spec: IOSpec, storage: str) -> None:
+    def __init__(self, model: nn.Module, spec: IOSpec, storage: str, output_scale: float = 1.0) -> None:
         super().__init__()
+        self.output_scale = output_scale  # 255 for image outputs (the state buffers must stay top-level names)
         if spec.bucket is None:
             raise ValueError("StatefulContract needs a spec with a fixed bucket")
         if storage not in ("split", "fp16"):
@@ -66,4 +67,19 @@ class StatefulContract(nn.Module):
         fgr, pha, *new = self.static(src, *[self._read(k) for k in STATE_NAMES])
         for key, value in zip(STATE_NAMES, new):
             self._write(key, value)
+        if self.output_scale != 1.0:
+            return fgr * self.output_scale, pha * self.output_scale
         return fgr, pha
+
+
+class PixelOutputs(nn.Module):
+    """``fgr`` and ``pha`` (the first two outputs of a contract wrapper) times 255, for Core ML image outputs (8-bit
+    pixel values); the states pass through unchanged."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
+        fgr, pha, *rest = self.inner(*inputs)
+        return (fgr * 255.0, pha * 255.0, *rest)

@@ -33,7 +33,7 @@ from .runtime import CudaRunner, CudaStream, set_tf32, synchronize, tf32_status
 
 __all__ = ["DESCRIPTION", "CudaOptions", "missing", "check_request", "export", "load", "CudaMode", "PRESETS",
            "DEFAULT_PRESET", "parse_mode", "fold_batchnorm", "prepare_model", "read_metadata", "CudaRunner",
-           "CudaStream", "set_tf32", "tf32_status", "synchronize", "METADATA_FILE"]
+           "CudaStream", "set_tf32", "tf32_status", "synchronize", "METADATA_FILE", "where_it_runs"]
 
 DESCRIPTION = TargetDescription(
     name="cuda",
@@ -82,3 +82,9 @@ def load(artifact: Artifact, options: RuntimeOptions) -> CudaRunner:
     """The program on ``options.device`` (cuda:N; "cpu" means cuda:0) in the mode chosen at export, or in the mode
     ``options.overrides`` asks for."""
     return _runtime.load(artifact, options)
+
+
+def where_it_runs(artifact: Artifact, options: RuntimeOptions) -> tuple:
+    """No accelerator check beyond the artifact's own parity: CUDA runs where the artifact's own parity ran (this
+    machine's GPU when there is one); no separate check."""
+    return ()

@@ -10,16 +10,21 @@
   (a half-precision ratio would change floor(H*r): targets/onnx/graph.py).
 - int8: ONNX Runtime static quantisation (QDQ, per-channel weights) of Conv only, calibrated on frames of the
   generated scene with the states the fp32 PyTorch model really produces; resize/ratio arithmetic stays float.
+- mobile (static graphs): every op one that NNAPI and both CoreML providers of ONNX Runtime list (hardswish,
+  hardsigmoid and the channel mean traced as PyTorch's own elementary ops; Resize inputs all shaped), checked per
+  artifact with ONNX Runtime's mobile usability checker (``where_it_runs``); ``--option onnx.ort=true`` also writes
+  the ORT format (``.ort``) beside each ``.onnx``, with its own parity.
 
 Files: export.py (trace, simplify, metadata), graph.py (fp16 conversion), quantize.py (int8), runtime.py (ONNX
-Runtime sessions and streams).
+Runtime sessions and streams), mobile.py (the mobile usability checker, Resize inputs, the ORT format).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from rvm_export.core.options import TargetOptions
+from rvm_export.core.options import TargetOptions, option
+from rvm_export.core.placement import Placement
 from rvm_export.core.request import Artifact, ExportRequest, RuntimeOptions
 from rvm_export.core.spec import Layout, Precision
 from rvm_export.core.target import TargetDescription
@@ -29,13 +34,16 @@ from . import runtime as _runtime
 from .export import export_graph
 from .runtime import OnnxRunner, OnnxStream, load_foreign, read_contract
 
-__all__ = ["DESCRIPTION", "OnnxOptions", "missing", "check_request", "export", "load", "export_graph",
+__all__ = ["DESCRIPTION", "OnnxOptions", "missing", "check_request", "export", "load", "where_it_runs", "export_graph",
            "read_contract", "load_foreign", "OnnxRunner", "OnnxStream"]
 
 
 @dataclass(frozen=True)
 class OnnxOptions(TargetOptions):
-    """The ONNX target takes no options yet; every key is refused."""
+    """``--option onnx.KEY=VALUE``."""
+
+    ort: bool = option(False, "also write each model in the ORT format (.ort, for ONNX Runtime Mobile and minimal "
+                              "builds) beside its .onnx, checked like any artifact")
 
 
 DESCRIPTION = TargetDescription(
@@ -91,3 +99,23 @@ def load(artifact: Artifact, options: RuntimeOptions) -> OnnxRunner:
     """An ONNX Runtime session over the artifact (``options.device``: cpu, cuda, tensorrt)."""
     DESCRIPTION.require()
     return _runtime.load(artifact, options)
+
+
+def where_it_runs(artifact: Artifact, options: RuntimeOptions) -> tuple[Placement, ...]:
+    """ONNX Runtime's mobile usability checker per provider (NNAPI, CoreML NeuralNetwork, CoreML MLProgram) for the
+    artifact's ``.onnx``; an ``.ort`` file is reported with the counts of the ``.onnx`` it was converted from (the
+    checker reads ONNX only). Empty without onnxruntime."""
+    from dataclasses import replace
+
+    from rvm_export.core.target import missing_modules
+
+    from .mobile import usability
+
+    if missing_modules(("onnxruntime", "onnx")):
+        return ()
+    path = Path(artifact.path)
+    if path.suffix != ".ort":
+        return usability(path)
+    source = path.with_name(artifact.details["converted_from"])
+    return tuple(replace(p, note=f"counts of {source.name}, which this .ort was converted from; {p.note}")
+                 for p in usability(source))

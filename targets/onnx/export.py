@@ -18,6 +18,7 @@ from targets.traced.resample import describe_downsample
 
 from .cpu_layout import cpu_layout
 from .graph import to_fp16
+from .mobile import fill_optional_inputs, write_ort
 from .quantize import quantize_int8
 
 __all__ = ["NAME", "export", "export_graph"]
@@ -28,27 +29,40 @@ NAME = "onnx"
 def export(model, request: ExportRequest, out_dir: Path) -> list[Artifact]:
     """Write one dynamic model, or one static model per bucket, into ``out_dir`` (each written atomically).
 
-    Returns one :class:`Artifact` per file; raises ExportFailedError when the exporter, simplifier or a precision
-    step fails."""
+    Static graphs are made for mobile providers (``mobile``; see :func:`export_graph`). With the ``ort`` option each
+    model also gets its ORT-format twin (``.ort``, its own Artifact: same contract, its own parity). Returns one
+    :class:`Artifact` per file; raises ExportFailedError when the exporter, simplifier, a precision step or the ORT
+    conversion fails."""
     artifacts = []
     for spec in request.specs:
         path = Path(out_dir) / artifact_name(spec.variant, spec.refiner, shape_label(spec.bucket),
                                              str(request.precision), suffix=".onnx")
-        details = export_graph(model, spec, path, request, tail="grouped_sum", ort_cpu=True)
+        details = export_graph(model, spec, path, request, tail="grouped_sum", ort_cpu=True,
+                               mobile=not spec.dynamic)
         buckets = request.buckets if spec.dynamic else (spec.bucket,)
-        artifacts.append(Artifact(NAME, path, request.precision, spec, "dynamic" if spec.dynamic else "static",
-                                  tuple(buckets), details))
+        flavour = "dynamic" if spec.dynamic else "static"
+        artifacts.append(Artifact(NAME, path, request.precision, spec, flavour, tuple(buckets), details))
+        if request.options.ort:
+            ort_path = path.with_suffix(".ort")
+            with atomic_path(ort_path) as tmp:
+                write_ort(path, tmp)
+            ort_details = {**details, "format": "ORT (convert_onnx_models_to_ort, optimization style Runtime, "
+                                                "target platform arm)", "converted_from": path.name}
+            artifacts.append(Artifact(NAME, ort_path, request.precision, spec, flavour, tuple(buckets), ort_details))
     return artifacts
 
 
 def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None = None,
                  precision: Precision = Precision.FP32, opset: int = DEFAULT_OPSET,
-                 tail: str = "grouped", ort_cpu: bool = False) -> dict[str, Any]:
+                 tail: str = "grouped", ort_cpu: bool = False, mobile: bool = False) -> dict[str, Any]:
     """Trace ``model`` behind the contract ``spec``, simplify, convert precision, embed metadata, save atomically.
 
     Other targets call this for an fp32 ONNX intermediate (``request=None``). ``tail``: the refiner tail's layout
     (targets/refiner_tail.py); ONNX Runtime runs grouped_sum fastest, OpenVINO asks for phases. ``ort_cpu``: the
     layout edits of targets/onnx/cpu_layout.py for ONNX Runtime's CPU provider (the channel padding in fp32 only).
+    ``mobile``: trace under ``targets.traced.rewrites.mobile_friendly`` (hardswish, hardsigmoid and the channel mean
+    as PyTorch's own elementary ops) and give Resize nodes explicit empty optional inputs (mobile.py), so NNAPI and
+    both CoreML providers list every op; the ONNX target asks for it for its static graphs.
     Returns the details for the manifest.
     """
     import onnx
@@ -57,7 +71,7 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
         precision, opset = request.precision, request.opset
     with staging_dir(path.parent) as work:
         raw = work / "traced.onnx"
-        _trace(model, spec, raw, opset, tail)
+        _trace(model, spec, raw, opset, tail, mobile)
         graph = _simplify(onnx.load(str(raw)), spec)
         _declare_shapes(graph, spec)
         layout = cpu_layout(graph, pad_channels=precision == Precision.FP32) if ort_cpu else None
@@ -67,7 +81,10 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
                                        describe_downsample(spec.bucket) if spec.bucket else
                                        "PyTorch's low-res size and taps for the float32 ratio input, computed "
                                        "exactly in float32 (targets/traced/exact_taps.py)"),
-                                   "refiner_tail": tail_description(spec, tail)}
+                                   "refiner_tail": tail_description(spec, tail),
+                                   "mobile_ops": (
+                                       "hardswish/hardsigmoid as Add, Clip, Mul, Div; channel means as Split, Add, "
+                                       "Div; Resize optional inputs explicit" if mobile else "no")}
         if layout is not None:
             details["cpu_layout"] = layout
         if precision == Precision.FP16:
@@ -79,6 +96,8 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
                                   "non-Conv ops float32")
         else:
             details["compute"] = "float32"
+        if mobile:  # after the precision steps: the empty inputs must stay float32 initializers
+            fill_optional_inputs(graph)
         shape_ops = sum(node.op_type == "Shape" for node in graph.graph.node)
         if not spec.dynamic and shape_ops:
             raise ExportFailedError(f"static ONNX still has {shape_ops} Shape node(s) after simplification")
@@ -98,15 +117,18 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
     return details
 
 
-def _trace(model, spec: IOSpec, out: Path, opset: int, tail: str) -> None:
+def _trace(model, spec: IOSpec, out: Path, opset: int, tail: str, mobile: bool = False) -> None:
+    import contextlib
+
     import torch
 
     from targets.traced.contract import contract_module, example_inputs
+    from targets.traced.rewrites import mobile_friendly
 
     wrapper = contract_module(model, spec, tail=tail).eval()
     bucket = spec.bucket or Bucket(256, 144, 0.5)  # tracing example for the dynamic graph: exercises the refiner
     inputs = example_inputs(spec, bucket)
-    with torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings(), mobile_friendly() if mobile else contextlib.nullcontext():
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(wrapper, inputs, str(out), input_names=list(spec.input_names),

@@ -123,9 +123,11 @@ def load(artifact: Artifact, options: RuntimeOptions) -> OnnxRunner:
 
 def read_contract(path: Path) -> dict[str, Any] | None:
     """The I/O contract embedded by rvm-export, or None for a foreign file. Raises InputError for a file that is not
-    an ONNX model."""
+    an ONNX model. An ``.ort`` file (ORT format) is read through ONNX Runtime, which keeps the metadata."""
     import onnx
 
+    if Path(path).suffix == ".ort":
+        return _ort_contract(Path(path))
     try:
         graph = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, others OSError/ValueError: all mean "not a model"
@@ -161,3 +163,19 @@ def load_foreign(path: Path, options: RuntimeOptions, variant: str = "mobilenetv
         variant = contract["variant"]
     spec = IOSpec(variant, "deep_guided_filter")
     return OnnxRunner(Path(path), spec, options)
+
+
+def _ort_contract(path: Path) -> dict[str, Any] | None:
+    import onnxruntime as ort
+
+    try:
+        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    except Exception as exc:  # ONNX Runtime raises its own Fail/InvalidGraph types
+        raise InputError(f"{path} is not a readable ORT-format model ({type(exc).__name__}: {exc})") from None
+    value = meta.custom_metadata_map.get(CONTRACT_KEY)
+    if value is None:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: its embedded rvm-export contract is not valid JSON: {exc}") from None

@@ -41,7 +41,7 @@ from .runtime import (DYNAMIC_BF16, INFERENCE_PRECISIONS, OpenVinoRunner, OpenVi
 
 __all__ = ["DESCRIPTION", "OpenVinoOptions", "missing", "check_request", "export", "load", "load_ir",
            "read_contract", "compile_config", "default_inference_precision", "OpenVinoRunner", "OpenVinoStream",
-           "INFERENCE_PRECISIONS", "DYNAMIC_BF16"]
+           "INFERENCE_PRECISIONS", "DYNAMIC_BF16", "where_it_runs"]
 
 
 @dataclass(frozen=True)
@@ -107,3 +107,9 @@ def load(artifact: Artifact, options: RuntimeOptions) -> OpenVinoRunner:
     """Compile the artifact on ``options.device`` at its parity inference precision (or the one asked for)."""
     DESCRIPTION.require()
     return _runtime.load(artifact, options)
+
+
+def where_it_runs(artifact: Artifact, options: RuntimeOptions) -> tuple:
+    """No accelerator check beyond the artifact's own parity: the CPU plugin is the artifact's own runtime; iGPU/NPU
+    plugins are not on this machine; no separate check."""
+    return ()

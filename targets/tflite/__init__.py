@@ -9,17 +9,22 @@
   ``rKi`` as is. NHWC (what the Android GPU delegate wants) converts with no TRANSPOSE op left in the graph.
 - Static only: the ratio is baked into a RESIZE_BILINEAR to a fixed size, which samples like PyTorch's
   ``scale_factor`` only when H*r and W*r are integers; other buckets are refused with the nearest valid values.
-- Two export-only rewrites (targets/traced/rewrites.py, applied while tracing): the decoder's ceil-mode average
-  pool becomes builtin ops (litert-torch would emit STABLEHLO_REDUCE_WINDOW), and the ratio downsample uses
+- Export-only rewrites (targets/traced/rewrites.py, applied while tracing): the decoder's ceil-mode average
+  pool becomes builtin ops (litert-torch would emit STABLEHLO_REDUCE_WINDOW); the final clamps become MAXIMUM +
+  MINIMUM instead of RELU_0_TO_1 (which LiteRT's GPU accelerator refuses); and the ratio downsample uses
   PyTorch's own float32 interpolation weights where 1/r is not a power of two (RESIZE_BILINEAR's coordinates
-  drift from PyTorch's by up to 6e-5 px at 0.375, enough to move a trained model's states by 4e-4).
+  drift from PyTorch's by up to 6e-5 px at 0.375, enough to move a trained model's states by 4e-4). Both layouts
+  use the grouped refiner tail (no rank-5 RESHAPE/SLICE, which the GPU accelerator refuses).
+- Where it runs (accelerator.py): each file is compiled onto LiteRT's GPU accelerator alone (WebGPU on a Vulkan
+  device: Chromium's SwiftShader here) and, when it is placed whole, its rollout parity is checked there.
 - Precisions (quantize.py): fp32; fp16 weights; int8 with option ``int8_mode`` = ``"dynamic"``
   (default) or ``"full"`` (int8 activations calibrated on a rollout with the fp32 model's real states).
 - Metadata: the contract and provenance (``rvm_export.core.metadata``) as JSON in the flatbuffer's metadata entry
   ``rvm_export`` (read back by :func:`runtime.read_contract`).
 
 Files: export.py (conversion, metadata, contract check), quantize.py (fp16 / int8 with AI Edge Quantizer),
-runtime.py (LiteRT interpreter bound by signature names). The ceil-mode pool rewrite: targets/traced/rewrites.py.
+runtime.py (LiteRT interpreter bound by signature names), accelerator.py (the GPU accelerator check and runner).
+The rewrites: targets/traced/rewrites.py.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Literal
 
 from rvm_export.core.errors import UsageError
 from rvm_export.core.options import TargetOptions, option
+from rvm_export.core.placement import Placement
 from rvm_export.core.request import Artifact, ExportRequest, RuntimeOptions
 from rvm_export.core.spec import Layout, Precision
 from rvm_export.core.target import TargetDescription
@@ -39,7 +45,7 @@ from . import runtime as _runtime
 from .export import check_bucket, convert_fp32, embed_metadata, exact_suggestions, export_bucket
 from .runtime import METADATA_KEY, SIGNATURE_KEY, TfliteRunner, load_path, read_contract, read_metadata
 
-__all__ = ["DESCRIPTION", "TfliteOptions", "missing", "check_request", "export", "load", "load_path",
+__all__ = ["DESCRIPTION", "TfliteOptions", "missing", "check_request", "export", "load", "where_it_runs", "load_path",
            "read_contract", "read_metadata", "convert_fp32", "export_bucket", "embed_metadata", "check_bucket",
            "exact_suggestions", "TfliteRunner", "SIGNATURE_KEY", "METADATA_KEY"]
 
@@ -54,6 +60,10 @@ class TfliteOptions(TargetOptions):
     exact_resize: bool = option(
         True, "true (default): the ratio downsample uses PyTorch's float32 weights (parity); false: TFLite's "
               "RESIZE_BILINEAR (2 fewer TRANSPOSE ops in NHWC, up to ~1e-4 px coordinate drift at r=0.375)")
+    gpu_check: Literal["auto", "parity", "compile", "off"] = option(
+        "auto", "LiteRT GPU accelerator check of every file: 'parity' (compile GPU-only, then the rollout on it), "
+                "'compile' (placement only), 'off', or 'auto' (default: parity up to 320x180, placement only above, "
+                "where a software Vulkan device takes minutes a frame)")
 
 
 DESCRIPTION = TargetDescription(
@@ -109,3 +119,20 @@ def load(artifact: Artifact, options: RuntimeOptions) -> TfliteRunner:
 
         raise MissingRuntimeError("the LiteRT interpreter (ai-edge-litert)", "tflite", "ai-edge-litert")
     return _runtime.load(artifact, options)
+
+
+def where_it_runs(artifact: Artifact, options: RuntimeOptions) -> tuple[Placement, ...]:
+    """LiteRT's GPU accelerator on this machine's Vulkan device (accelerator.py): compiled whole or not, the ops
+    it refuses, and with a whole compile a loader for the rollout parity on it. ``options.overrides`` (this target's
+    options) may set ``gpu_check``; empty when it is "off" or ai-edge-litert is absent."""
+    from rvm_export.core.target import missing_modules
+
+    check = options.overrides.gpu_check if isinstance(options.overrides, TfliteOptions) else "auto"
+    if check == "off" or missing_modules(("ai_edge_litert",)):
+        return ()
+    from .accelerator import AUTO_PARITY_PIXELS, gpu_placement
+
+    if check == "auto":
+        bucket = artifact.spec.bucket
+        check = "parity" if bucket.width * bucket.height <= AUTO_PARITY_PIXELS else "compile"
+    return (gpu_placement(artifact, parity=check == "parity"),)

@@ -19,7 +19,7 @@ from rvm_export.core.names import OUTPUT_NAMES, artifact_name, shape_label
 from rvm_export.core.request import Artifact, ExportRequest
 from rvm_export.core.spec import IOSpec, Precision
 from targets.traced.resample import describe_downsample
-from targets.traced.rewrites import export_friendly
+from targets.traced.rewrites import export_friendly, gpu_friendly
 
 from .runtime import METADATA_KEY, SIGNATURE_KEY, bind_signature
 
@@ -27,6 +27,9 @@ __all__ = ["export", "export_bucket", "convert_fp32", "embed_metadata", "check_b
            "int8_mode"]
 
 NAME = "tflite"
+# The refiner tail in both layouts (targets/traced/refiner_tail.py). The planar tail's [N, 2, 4, H, W] view becomes
+# rank-5 RESHAPE and SLICE ops, which LiteRT's GPU accelerator refuses; grouped stays rank 4 (docs/tflite.md).
+TAIL = "grouped"
 log = logging.getLogger(__name__)
 
 
@@ -166,14 +169,14 @@ def _convert_fp32(model, spec: IOSpec, exact_resize: bool) -> tuple[bytes, dict[
     import litert_torch
     import torch
 
-    from targets.traced.contract import StaticContract, example_inputs
+    from targets.traced.contract import StaticContract, example_inputs, tail_description
 
     from .quantize import op_counts
 
-    wrapper = _named_outputs(StaticContract(model.eval(), spec, exact_resize=exact_resize))
+    wrapper = _named_outputs(StaticContract(model.eval(), spec, exact_resize=exact_resize, tail=TAIL))
     inputs = dict(zip(spec.input_names, example_inputs(spec)))
     try:
-        with export_friendly(model), torch.no_grad(), warnings.catch_warnings():
+        with export_friendly(model), gpu_friendly(), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             content = bytes(litert_torch.convert(wrapper, sample_kwargs=inputs).model_content())
     except Exception as exc:  # torch.export and the MLIR converter raise many types; keep the message
@@ -185,7 +188,8 @@ def _convert_fp32(model, spec: IOSpec, exact_resize: bool) -> tuple[bytes, dict[
         log.warning("non-builtin ops left in the TFLite graph (GPU delegates will not run them): %s", leftovers)
     return content, {"converter": f"litert-torch {litert_torch.__version__} (torch.export)", "ops": ops,
                      "transposes": ops.get("TRANSPOSE", 0), "non_builtin_ops": leftovers,
-                     "downsample": describe_downsample(spec.bucket, exact_resize)}
+                     "downsample": describe_downsample(spec.bucket, exact_resize),
+                     "refiner_tail": tail_description(spec, TAIL)}
 
 
 # ---------------------------------------------------------------------------------------------------------------

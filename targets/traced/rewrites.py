@@ -1,10 +1,19 @@
-"""Export-only rewrites for the TFLite conversion: the model is patched while litert-torch traces it, then restored.
+"""Export-only rewrites: the model (or torch's functions) is patched while a converter traces it, then restored.
+None changes a number PyTorch computes (tests compare each with the original); they change which ops a runtime sees.
 
 - Ceil-mode average pool (the decoder's 2x2/2 pool, padding not counted) -> zero pad + AVERAGE_POOL_2D + a
   constant rescale of the border windows. litert-torch otherwise emits STABLEHLO_REDUCE_WINDOW, which AI Edge
-  Quantizer cannot quantise and GPU delegates do not run.
+  Quantizer cannot quantise and GPU delegates do not run. (TFLite)
+- ``clamp(x, 0, 1)`` (the final clamps of fgr and pha) -> ``clamp(x, -0.0, 1.0)``: the same values (IEEE -0.0 ==
+  0.0; a negative input gives -0.0 instead of 0.0), but the TFLite converter fuses a (0, 1) clamp into RELU_0_TO_1,
+  which LiteRT's GPU accelerator refuses and XNNPACK leaves to the interpreter, while these bounds become
+  MAXIMUM + MINIMUM, which both run. (TFLite: :func:`gpu_friendly`)
+- ONNX mobile providers (:func:`mobile_friendly`): hardswish / hardsigmoid written as PyTorch's own CPU kernels
+  compute them (``x * clamp(x + 3, 0, 6) / 6``; ``clamp(x + 3, 0, 6) / 6``: Add, Clip, Mul, Div instead of HardSwish,
+  which ONNX Runtime inlines as HardSigmoid, an op NNAPI and CoreML NeuralNetwork lack), and the mean over the 3
+  colour channels as PyTorch's reduction sums them (``(r + g + b) / 3``: Split, Add, Div instead of ReduceMean).
 The ratio downsample with PyTorch's own taps (slices, multiplies, adds: no Gather) is shared by every static
-target: targets/resample.py.
+target: targets/traced/resample.py.
 """
 from __future__ import annotations
 
@@ -13,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["export_friendly", "ceil_mode_pool"]
+__all__ = ["export_friendly", "ceil_mode_pool", "gpu_friendly", "mobile_friendly"]
 
 
 def ceil_mode_pool():
@@ -48,3 +57,66 @@ def export_friendly(model) -> Iterator[None]:
         yield
     finally:
         decoder.avgpool = pool
+
+
+def _function_mode(replace):
+    """A TorchFunctionMode that calls ``replace(func, args, kwargs)`` first; a None result runs ``func`` as asked.
+    Function modes see every torch call made while they are active, including those inside ``forward()``, so the
+    network's code stays as it is."""
+    from torch.overrides import TorchFunctionMode
+
+    class _Rewrite(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = replace(func, args, kwargs)
+            return func(*args, **kwargs) if out is None else out
+
+    return _Rewrite()
+
+
+def _bounds(args, kwargs) -> tuple:
+    lower = args[1] if len(args) > 1 else kwargs.get("min")
+    upper = args[2] if len(args) > 2 else kwargs.get("max")
+    return lower, upper
+
+
+def gpu_friendly():
+    """Context manager: every ``clamp(x, 0, 1)`` becomes ``clamp(x, -0.0, 1.0)`` while it is active (see the module
+    docstring). Other clamps are left alone. Values are equal; only the sign of a zero output can differ."""
+    import torch
+
+    def replace(func, args, kwargs):
+        if func in (torch.clamp, torch.Tensor.clamp) and _bounds(args, kwargs) == (0.0, 1.0):
+            lower, upper = _bounds(args, kwargs)
+            if not (isinstance(lower, float) and isinstance(upper, float)):
+                return None
+            return func(args[0], -0.0, 1.0)
+        return None
+
+    return _function_mode(replace)
+
+
+def mobile_friendly():
+    """Context manager for tracing ONNX graphs meant for mobile providers (see the module docstring): hardswish,
+    hardsigmoid and a keepdim mean over 3 channels of a 4-D tensor are traced as the elementary ops PyTorch's CPU
+    kernels perform, in the same order, so the numbers are the same and every op is one NNAPI and both CoreML
+    providers list."""
+    import torch
+    from torch.nn import functional as F
+
+    def replace(func, args, kwargs):
+        if func is F.hardswish:
+            x = args[0]
+            return x * torch.clamp(x + 3.0, 0.0, 6.0) / 6.0
+        if func is F.hardsigmoid:
+            return torch.clamp(args[0] + 3.0, 0.0, 6.0) / 6.0
+        if func in (torch.mean, torch.Tensor.mean):
+            x = args[0]
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            keepdim = args[2] if len(args) > 2 else kwargs.get("keepdim", False)
+            if dim in (1, (1,), [1]) and keepdim and "dtype" not in kwargs and x.dim() == 4 and x.shape[1] == 3:
+                r, g, b = x.split(1, dim=1)
+                return (r + g + b) / 3.0
+        return None
+
+    return _function_mode(replace)

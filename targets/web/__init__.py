@@ -25,7 +25,7 @@ from . import export as _export  # first: the submodule must not replace export(
 from .browser import chromium_path
 
 __all__ = ["DESCRIPTION", "WebOptions", "BACKENDS", "missing", "check_request", "export", "load", "parse_backends",
-           "chromium_path"]
+           "chromium_path", "where_it_runs"]
 
 BACKENDS = ("wasm", "webgpu")
 # What each precision is checked on when web.backends is not given. fp16 on WebGPU needs the adapter's shader-f16,
@@ -172,3 +172,9 @@ def load(artifact: Artifact, options: RuntimeOptions):
         raise UsageError(f"web artifacts run on the backend they were listed for ({backend}); --device "
                          f"{options.device!r} does not apply (use --option web.backends=...)")
     return WebRunner(artifact, backend, threads)
+
+
+def where_it_runs(artifact: Artifact, options: RuntimeOptions) -> tuple:
+    """No accelerator check beyond the artifact's own parity: the browser backends are the artifact's own runtimes
+    (web/, Chromium with SwiftShader for WebGPU); no separate check."""
+    return ()
