@@ -350,7 +350,9 @@ def _gpu_files(small_artifacts, small_nchw):
             "nchw-fp32": small_nchw["fp32"], "nchw-fp16": small_nchw["fp16"]}
 
 
-@pytest.mark.parametrize("name", ["nhwc-fp32", "nhwc-fp16", "nchw-fp32", "nchw-fp16"])
+# NCHW gives the same figures as NHWC on the accelerator (measured): those two run with the slow tests
+@pytest.mark.parametrize("name", ["nhwc-fp32", "nhwc-fp16", pytest.param("nchw-fp32", marks=pytest.mark.slow),
+                                  pytest.param("nchw-fp16", marks=pytest.mark.slow)])
 def test_gpu_accelerator_takes_every_op_and_matches_pytorch(golden_model, gpu_device, small_artifacts, small_nchw,
                                                             name):
     """Compiled with the GPU alone (no CPU fallback), then 30 frames against PyTorch within the tflite-gpu bound."""
@@ -375,6 +377,7 @@ ODD_GPU_BUG = ("LiteRT 2.3's WebGPU accelerator on SwiftShader: with odd low-res
                "(docs/tflite.md)")
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, raises=ToleranceError, reason=ODD_GPU_BUG)
 def test_gpu_accelerator_odd_low_res_sizes(golden_model, gpu_device, odd_nchw):
     parity_there = RuntimeOptions(threads=2, overrides=tflite.TfliteOptions(gpu_check="parity"))  # 328x184 > auto's
