@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Tolerance", "TOLERANCES", "tolerance_for"]
+__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "TemporalTolerance", "TEMPORAL", "temporal_tolerance_for"]
 
 
 @dataclass(frozen=True)
@@ -69,3 +69,34 @@ def tolerance_for(target: str, precision: str, refiner: str | None = None) -> To
         if key in TOLERANCES:
             return TOLERANCES[key]
     raise KeyError(f"no tolerance for {target} {precision}")
+
+
+@dataclass(frozen=True)
+class TemporalTolerance:
+    """Bounds of the temporal figures (rvm_export/temporal.py) of one (target, precision); alpha units, None =
+    reported, not judged."""
+    drift_slope: float | None  # least-squares slope of the per-frame pha MAD, per 1000 frames
+    flicker_excess: float | None  # mean |pha_t - pha_t-1| in static regions, artifact minus PyTorch
+    recovery_frames: int | None  # frames after a cut or reset until back at the settled level
+    level_floor: float  # the settled level is at least this (below it a float export's error is rounding noise)
+    why: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+TEMPORAL: dict[tuple[str, str], TemporalTolerance] = {
+    ("*", "fp32"): TemporalTolerance(1e-5, 1e-5, 10, 1e-5, why="provisional"),
+    ("*", "fp16"): TemporalTolerance(5e-4, 5e-4, 30, 2e-3, why="provisional"),
+    ("*", "bf16"): TemporalTolerance(2e-3, 2e-3, 30, 1e-2, why="provisional"),
+    ("*", "int8"): TemporalTolerance(5e-3, 5e-3, 30, 2e-2, why="provisional"),
+}
+
+
+def temporal_tolerance_for(target: str, precision: str) -> TemporalTolerance:
+    """The temporal bounds of (target, precision), else (*, precision)."""
+    precision = str(precision)
+    for key in ((target, precision), ("*", precision)):
+        if key in TEMPORAL:
+            return TEMPORAL[key]
+    raise KeyError(f"no temporal tolerance for {target} {precision}")
