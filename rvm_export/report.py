@@ -186,6 +186,8 @@ def plot_temporal(record: ArtifactRecord, path: Path) -> bool:
 
 def _temporal_markdown(manifest: dict[str, Any], plots: dict[str, str]) -> list[str]:
     """The Temporal section (rvm_export/temporal.py): one table row per artifact and source, then the plots."""
+    from .temporal import recovery_text
+
     rows = [(a, t) for a in manifest["artifacts"] for t in a.get("temporal", [])]
     if not rows:
         return []
@@ -207,17 +209,12 @@ def _temporal_markdown(manifest: dict[str, Any], plots: dict[str, str]) -> list[
     def num(value) -> str:
         return "-" if value is None else f"{value:.2e}"
 
-    def recovery(t: dict[str, Any], kind: str) -> str:
-        found = [e for e in t["events"] if e["kind"] == kind]
-        return ", ".join((f"> {e['window']}" if e["recovery_frames"] is None else str(e["recovery_frames"]))
-                         + f" ({'-' if e['pytorch_settle_frames'] is None else e['pytorch_settle_frames']})"
-                         for e in found) or "-"
     for art, t in rows:
         d = t["drift"]
         lines.append(f"| {art['path']} | {t['source']} | {num(t['pha_mad'])} | {num(t['pha_max'])} | "
                      f"{d['slope_per_1000']:+.1e}{' (grows)' if d['grows'] else ''} | {d['last_over_first']:.2f} | "
-                     f"{num(t['flicker'])} ({num(t['flicker_pytorch'])}) | {recovery(t, 'cut')} | "
-                     f"{recovery(t, 'reset')} | {'pass' if t['passed'] else '**FAIL**'} |")
+                     f"{num(t['flicker'])} ({num(t['flicker_pytorch'])}) | {recovery_text(t['events'], 'cut')} | "
+                     f"{recovery_text(t['events'], 'reset')} | {'pass' if t['passed'] else '**FAIL**'} |")
     failing = [(art["path"], f) for art, t in rows for f in t["failures"]]
     if failing:
         lines += [""] + [f"- `{path}`: {text}" for path, text in failing]

