@@ -59,6 +59,9 @@ class RunConfig:
     seed: int = 0  # default-model weights and the generated scene
     progress: bool = True  # progress bars on stderr
     golden_frames: int = 0  # frames of golden inputs/outputs written per bucket for app CI (golden/; 0: none)
+    temporal: int = 0  # frames of the generated scene for the temporal figures (rvm_export/temporal.py); 0: off
+    temporal_clips: tuple[Path, ...] = ()  # real clips for the temporal figures (resolved: rvm_export.temporal)
+    temporal_window: int = 60  # frames after the generated cut and after the reset
 
     def __post_init__(self) -> None:
         if self.ratio_mode not in RATIO_MODES:
@@ -69,6 +72,12 @@ class RunConfig:
             raise UsageError("at least one --resolution is needed")
         if self.golden_frames < 0:
             raise UsageError(f"--golden-frames must be 0 or more, got {self.golden_frames}")
+        if self.temporal and self.temporal < 8:
+            raise UsageError(f"--temporal must be 0 (off) or at least 8 frames, got {self.temporal}")
+        if self.temporal_clips and not self.temporal:
+            raise UsageError("--temporal-clip needs --temporal N (the generated rollout's length)")
+        if self.temporal_window < 1:
+            raise UsageError(f"--temporal-window must be at least 1, got {self.temporal_window}")
         if not 0 <= self.seed < 2**32:
             raise UsageError(f"--seed must be in 0 .. 2**32 - 1, got {self.seed}")
 
@@ -202,6 +211,11 @@ def run_export(config: RunConfig) -> RunResult:
         raise InputError(f"checkpoint not found: {config.checkpoint}")
     folder = OutputFolder(Path(config.out_dir))  # refuses a folder it cannot write or that holds foreign files
     check_resources(config.buckets)
+    if config.temporal_clips:
+        from .matte.decode import probe
+
+        for clip in config.temporal_clips:  # a clip that cannot be decoded is refused before any work
+            probe(clip)
     model, model_info = load_model(config.checkpoint, config.variant, config.refiner, config.seed)
     plan = plan_export(config, model.variant, model.refiner_name, model_info)
     with folder:
@@ -228,13 +242,20 @@ def run_export(config: RunConfig) -> RunResult:
                 _load(record, item.module, options)
                 _where_it_runs(record, item.module, replace(options, overrides=request.options))
         check_parity(model, records, config.frames, config.seed, config.progress, _say)
+        if config.temporal:
+            from .temporal import check_temporal
+
+            check_temporal(model, records, config.temporal, config.temporal_clips, config.seed,
+                           config.temporal_window, config.progress, _say)
         if config.golden_frames:
             _golden(model, records, stage, config)
         if config.bench:
             _benchmark(records, config, options)
         settings = {"frames": config.frames, "threads": config.threads, "device": config.device,
                     "bench_frames": config.bench_frames if config.bench else 0, "seed": config.seed,
-                    "buckets": [b.label for b in config.buckets], "ratio_mode": config.ratio_mode}
+                    "buckets": [b.label for b in config.buckets], "ratio_mode": config.ratio_mode,
+                    "temporal": {"frames": config.temporal, "window": config.temporal_window,
+                                 "clips": [str(c) for c in config.temporal_clips]} if config.temporal else None}
         manifest = write_outputs(stage, records, failures, model_info, settings)
         for record in records:
             record.runner = None  # release the files before they move

@@ -17,8 +17,10 @@ from rvm_export.core.spec import STATE_RULE
 
 from .bench import BenchResult, machine_info
 from .parity import ParityReport
+from .tolerances import tolerance_for
 
-__all__ = ["ArtifactRecord", "Failure", "write_outputs", "STATUS_OK", "STATUS_PARITY_FAILED", "STATUS_FAILED"]
+__all__ = ["ArtifactRecord", "Failure", "write_outputs", "plot_temporal", "STATUS_OK", "STATUS_PARITY_FAILED",
+           "STATUS_FAILED"]
 
 STATUS_OK = "exported"
 STATUS_PARITY_FAILED = "exported, parity failed"
@@ -36,12 +38,14 @@ class ArtifactRecord:
     errors: list[str] = field(default_factory=list)  # runtime errors while loading or checking parity
     bench_errors: list[str] = field(default_factory=list)  # a failed benchmark does not fail the artifact
     placements: list[Placement] = field(default_factory=list)  # where it runs (the target's accelerator checks)
+    temporal: list = field(default_factory=list)  # rvm_export.temporal.TemporalReport, when asked for (--temporal)
 
     @property
     def status(self) -> str:
         if self.errors:
             return STATUS_PARITY_FAILED
-        return STATUS_OK if all(p.passed for p in self.parity) else STATUS_PARITY_FAILED
+        passed = all(p.passed for p in self.parity) and all(t.passed for t in self.temporal)
+        return STATUS_OK if passed else STATUS_PARITY_FAILED
 
     def to_dict(self, root: Path) -> dict[str, Any]:
         a = self.artifact
@@ -69,6 +73,8 @@ class ArtifactRecord:
             "benchmark_errors": self.bench_errors,
             "where_it_runs": [p.to_dict() for p in self.placements],
         }
+        if self.temporal:
+            record["temporal"] = [t.to_dict() for t in self.temporal]
         # Target-specific contract details (per-function contracts, in-model states, I/O notes) travel as given.
         record.update({k: v for k, v in spec.items() if k not in record and k not in ("variant", "refiner")})
         return record
@@ -121,7 +127,106 @@ def _plot_parity(record: ArtifactRecord, path: Path) -> bool:
     return True
 
 
-def _markdown(manifest: dict[str, Any], plots: dict[str, str]) -> str:
+def plot_temporal(record: ArtifactRecord, path: Path) -> bool:
+    """One PNG of ``record.temporal``: per source, the per-frame alpha MAD against PyTorch (log scale) with its trend
+    line, settled level, parity bound, events and PyTorch's own settling after each event; below, the alpha flicker
+    in static regions, artifact and PyTorch. False when matplotlib is absent or there is nothing to plot."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+    except ImportError:
+        return False
+    reports = [t for t in record.temporal if t.pha_mad]
+    if not reports:
+        return False
+    fig, axes = plt.subplots(2, len(reports), figsize=(5.2 * len(reports), 6.0), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for column, t in enumerate(reports):
+        ax, bx = axes[0][column], axes[1][column]
+        mad = np.maximum(np.asarray(t.pha_mad, np.float64), 1e-9)
+        ax.semilogy(mad, lw=0.8, color="C0", label="pha MAD vs PyTorch")
+        drift = t.drift
+        n = t.drift_frames
+        if n >= 4:
+            fit = np.polyfit(np.arange(n), np.asarray(t.pha_mad[:n], np.float64), 1)
+            ax.semilogy(np.arange(n), np.maximum(np.polyval(fit, np.arange(n)), 1e-9), color="k", lw=1.0,
+                        label=f"trend {drift['slope_per_1000']:+.1e}/1000 fr")
+        ax.axhline(t.level, color="orange", lw=0.8, ls=":", label=f"settled level {t.level:.1e}")
+        a = record.artifact
+        bound = tolerance_for(a.target, str(a.precision), a.spec.refiner).pha_mad
+        if bound is not None:
+            ax.axhline(bound, color="red", lw=0.8, label=f"parity pha MAD bound {bound:g}")
+        for key, curve in t.settle_curves.items():
+            kind, frame = key.split("@")
+            start = int(frame)
+            ax.axvline(start, color="grey", lw=0.8, ls="--")
+            ax.semilogy(range(start, start + len(curve)), np.maximum(curve, 1e-9), color="C2", lw=0.8, ls="--",
+                        label="PyTorch settling" if key == next(iter(t.settle_curves)) else None)
+        ax.set_title(f"{t.source} ({'pass' if t.passed else 'FAIL'})", fontsize=8)
+        ax.set_xlabel("frame")
+        ax.set_ylabel("alpha MAD vs PyTorch")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=6)
+        flick = np.asarray(t.flicker, np.float64)
+        ref = np.asarray(t.flicker_reference, np.float64)
+        bx.plot(ref, lw=0.8, color="C2", label=f"PyTorch {t.mean_flicker_reference:.2e}")
+        bx.plot(flick, lw=0.8, color="C0", alpha=0.8, label=f"artifact {t.mean_flicker:.2e}")
+        bx.set_xlabel("frame")
+        bx.set_ylabel("static-region |pha_t - pha_t-1|")
+        bx.grid(True, alpha=0.3)
+        bx.legend(fontsize=6)
+    fig.suptitle(f"{record.artifact.name} ({record.artifact.precision}): {reports[0].label}, temporal figures",
+                 fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return True
+
+
+def _temporal_markdown(manifest: dict[str, Any], plots: dict[str, str]) -> list[str]:
+    """The Temporal section (rvm_export/temporal.py): one table row per artifact and source, then the plots."""
+    from .temporal import recovery_text
+
+    rows = [(a, t) for a in manifest["artifacts"] for t in a.get("temporal", [])]
+    if not rows:
+        return []
+    rules = rows[0][1]["rules"]
+    lines = ["", "## Temporal", "",
+             "Against PyTorch fp32, each side feeding back its own states (no ground truth). pha MAD and slope over "
+             "the drift segment (the generated scene before its cut; a clip whole); slope: least-squares, alpha MAD "
+             f"per 1000 frames; grows: slope > 0 and last-quarter mean > {rules['growth_ratio']} x first. Flicker: "
+             "mean |pha_t - pha_t-1| over pixels whose input moved <= "
+             f"{rules['static_threshold'] * 255:.0f}/255 in every channel. Recovery: frames after a cut or a reset "
+             f"until the alpha MAD is at or below the settled level ({rules['settle_factor']:g} x the drift median, "
+             f"at least the precision's floor) for {rules['hold']} frames; in brackets PyTorch's own settling "
+             f"(a copy reset at the cut, or not reset at the reset, until within {rules['pytorch_settle']:g}). "
+             "Bounds: rvm_export/tolerances.py (TEMPORAL).", "",
+             "| artifact | source | pha MAD | max abs | slope /1000 fr | last/first quarter | flicker (PyTorch) | "
+             "recovery cut (PyTorch) | recovery reset (PyTorch) | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(value) -> str:
+        return "-" if value is None else f"{value:.2e}"
+
+    for art, t in rows:
+        d = t["drift"]
+        lines.append(f"| {art['path']} | {t['source']} | {num(t['pha_mad'])} | {num(t['pha_max'])} | "
+                     f"{d['slope_per_1000']:+.1e}{' (grows)' if d['grows'] else ''} | {d['last_over_first']:.2f} | "
+                     f"{num(t['flicker'])} ({num(t['flicker_pytorch'])}) | {recovery_text(t['events'], 'cut')} | "
+                     f"{recovery_text(t['events'], 'reset')} | {'pass' if t['passed'] else '**FAIL**'} |")
+    failing = [(art["path"], f) for art, t in rows for f in t["failures"]]
+    if failing:
+        lines += [""] + [f"- `{path}`: {text}" for path, text in failing]
+    if plots:
+        lines += [""] + [f"![{name} temporal]({png})" for name, png in plots.items()]
+    return lines
+
+
+def _markdown(manifest: dict[str, Any], plots: dict[str, str], temporal_plots: dict[str, str] | None = None) -> str:
     model = manifest["model"]
     lines = ["# rvm-export report", "",
              f"- rvm-export {manifest['rvm_export_version']}, {manifest['created']}",
@@ -163,6 +268,7 @@ def _markdown(manifest: dict[str, Any], plots: dict[str, str]) -> str:
     if plots:
         lines += ["", "## Error over the rollout", ""]
         lines += [f"![{name}]({png})" for name, png in plots.items()]
+    lines += _temporal_markdown(manifest, temporal_plots or {})
     lines += ["", "## Driving the model", "", STATE_RULE, ""]
     own_rules = [(a["path"], a["state_rule"]) for a in manifest["artifacts"]
                  if a.get("state_rule") not in (None, STATE_RULE)]
@@ -213,7 +319,8 @@ def _where_it_runs(artifacts: list[dict[str, Any]]) -> list[str]:
 
 def write_outputs(out_dir: Path, records: list[ArtifactRecord], failures: list[Failure], model_info: dict[str, Any],
                   settings: dict[str, Any]) -> dict[str, Any]:
-    """Write the parity plots, ``manifest.json`` and ``report.md`` (each atomically); return the manifest.
+    """Write the parity plots (temporal plots where measured), ``manifest.json`` and ``report.md`` (each atomically);
+    return the manifest.
 
     The manifest's ``files`` lists every file the run left in ``out_dir`` (artifacts, plots, companions, golden
     frames, the report), so the next run into the folder removes exactly those (rvm_export/outdir.py)."""
@@ -222,6 +329,11 @@ def write_outputs(out_dir: Path, records: list[ArtifactRecord], failures: list[F
         png = Path(record.artifact.path).parent / f"{record.artifact.name}{_backend_tag(record.artifact)}.parity.png"
         if _plot_parity(record, png):
             plots[record.artifact.name + _backend_tag(record.artifact)] = str(png.relative_to(out_dir))
+    temporal_plots: dict[str, str] = {}
+    for record in records:
+        png = Path(record.artifact.path).parent / f"{record.artifact.name}{_backend_tag(record.artifact)}.temporal.png"
+        if plot_temporal(record, png):
+            temporal_plots[record.artifact.name + _backend_tag(record.artifact)] = str(png.relative_to(out_dir))
     manifest = {
         "rvm_export_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -235,5 +347,5 @@ def write_outputs(out_dir: Path, records: list[ArtifactRecord], failures: list[F
                          and p.name != "manifest.json"} | {"report.md"}),
     }
     write_json_atomic(out_dir / "manifest.json", manifest)
-    write_text_atomic(out_dir / "report.md", _markdown(manifest, plots))
+    write_text_atomic(out_dir / "report.md", _markdown(manifest, plots, temporal_plots))
     return manifest

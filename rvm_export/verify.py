@@ -4,8 +4,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from rvm_export.core.errors import ExitCode, InputError, RvmExportError
+from rvm_export.core.errors import ExitCode, InputError, RvmExportError, UsageError
 from rvm_export.core.metadata import sha256_path
 from rvm_export.core.request import RuntimeOptions
 from targets import get_target
@@ -26,11 +27,27 @@ class VerifyResult:
 
 
 def verify_folder(folder: Path, checkpoint: Path | None, frames: int = 30, seed: int = 0, threads: int | None = None,
-                  device: str = "cpu", progress: bool = False) -> VerifyResult:
-    """Load the weights the folder was exported from, re-run each artifact's rollout and compare with PyTorch.
+                  device: str = "cpu", progress: bool = False, temporal: int = 0, temporal_clips: Sequence[Path] = (),
+                  temporal_window: int = 60) -> VerifyResult:
+    """Load the weights the folder was exported from, re-run each artifact's rollout and compare with PyTorch;
+    with ``temporal`` > 0 also the temporal figures (rvm_export/temporal.py) over that many generated frames and
+    ``temporal_clips``, judged by the TEMPORAL bounds.
 
-    Raises InputError (exit 2) when the manifest is unreadable or ``checkpoint`` is not the folder's weights."""
+    Raises InputError (exit 2) when the manifest is unreadable, ``checkpoint`` is not the folder's weights or a clip
+    cannot be decoded; UsageError (exit 2) for ``temporal`` in 1..7."""
     import torch
+
+    if temporal and temporal < 8:
+        raise UsageError(f"--temporal must be 0 (off) or at least 8 frames, got {temporal}")
+    if temporal_clips and not temporal:
+        raise UsageError("--temporal-clip needs --temporal N (the generated rollout's length)")
+    if temporal_window < 1:
+        raise UsageError(f"--temporal-window must be at least 1, got {temporal_window}")
+    if temporal_clips:
+        from .matte.decode import probe
+
+        for clip in temporal_clips:
+            probe(clip)
 
     if threads:
         torch.set_num_threads(threads)
@@ -58,6 +75,11 @@ def verify_folder(folder: Path, checkpoint: Path | None, frames: int = 30, seed:
                 record.runner = get_target(artifact.target).load(artifact, options)
             except RvmExportError as exc:
                 record.errors.append(f"cannot load: {exc}")
-    check_parity(model, records, frames, seed, progress, lambda m: print(m, file=sys.stderr, flush=True))
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    check_parity(model, records, frames, seed, progress, say)
+    if temporal:
+        from .temporal import check_temporal
+
+        check_temporal(model, records, temporal, temporal_clips, seed, temporal_window, progress, say)
     failed = [r for r in records if r.status != "exported"]
     return VerifyResult(ExitCode.PARITY_FAILED if failed else ExitCode.OK, records)

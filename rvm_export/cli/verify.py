@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..verify import verify_folder
-from .common import add_common, positive_int, seed
+from .common import add_common, add_temporal, positive_int, seed, temporal_clips
 
 __all__ = ["add_arguments", "run", "HELP"]
 
@@ -21,15 +21,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frames", type=positive_int, default=30)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=seed, default=0)
+    add_temporal(p)
     add_common(p)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the command from parsed arguments; returns the exit code (errors are raised as RvmExportError)."""
     result = verify_folder(args.folder, args.checkpoint, args.frames, args.seed, args.threads, args.device,
-                           progress=not args.quiet)
+                           progress=not args.quiet, temporal=args.temporal, temporal_clips=temporal_clips(args),
+                           temporal_window=args.temporal_window)
     for record in result.records:
         print(f"{record.artifact.path}: {record.status}"
               + "".join(f"\n  {p.bucket.label}: max abs {p.max_abs:.2e}" for p in record.parity)
+              + "".join(f"\n  {_temporal_line(t)}" for t in record.temporal)
               + "".join(f"\n  {e}" for e in record.errors))
     return result.exit_code
+
+
+def _temporal_line(report) -> str:
+    from ..temporal import summary_line
+
+    return f"{report.bucket.label} temporal, {report.source}: {summary_line(report)}"

