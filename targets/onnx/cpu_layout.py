@@ -5,9 +5,12 @@ MLAS block size (8 with AVX2, 16 with AVX-512) or below it (onnxruntime/core/opt
 ``TransformConv``). RVM's decoder convolves ``concat([x, skip, image])`` with a 3-channel image, so its four widest
 convolutions (171, 107, 59 and 35 input channels for MobileNetV3) fell back to im2col + GEMM: a fifth of the frame
 at 1920x1080 @ 0.25. :func:`pad_concat_conv_channels` appends zero channels to the last input of each such Concat
-(``Pad``) and zero input-channel slices to the convolution's weights, so the sums are unchanged: every added product
-is ``0 * 0``. :func:`drop_identity_slices` removes the decoder's crops that keep the whole tensor (the upsampled
-map already has the skip's size), each a full copy on ONNX Runtime.
+and zero input-channel slices to the convolution's weights, so the sums are unchanged: every added product is
+``0 * 0``. The zero channels come from a 1x1 ``Conv`` whose weight is the identity over the input's channels and zero
+beyond (each output is ``x * 1`` plus exact zeros, so the input's values pass unchanged), not from ``Pad``: ONNX
+Runtime's CoreML MLProgram provider lists no ``Pad``, and the static graph must stay whole there
+(targets/onnx/mobile.py). :func:`drop_identity_slices` removes the decoder's crops that keep the whole tensor (the
+upsampled map already has the skip's size), each a full copy on ONNX Runtime.
 
 Both act on a static-shape or dynamic graph (channel counts are always static); shapes come from ONNX shape
 inference. They change no value: the convolution sums the same products (ONNX Runtime's blocked kernel adds them in
@@ -45,8 +48,9 @@ def _consumers(graph) -> dict[str, list]:
 
 
 def pad_concat_conv_channels(model, block: int = BLOCK) -> int:
-    """Pad, in place, every ``Concat -> Conv`` (group 1, constant 4-D float weights, ``C >= block`` input channels,
-    ``C % block != 0``, the Concat used by nothing else, along axis 1) to the next multiple of ``block``.
+    """Pad with zero channels, in place, every ``Concat -> Conv`` (group 1, constant 4-D float weights,
+    ``C >= block`` input channels, ``C % block != 0``, the Concat used by nothing else, along axis 1) to the next
+    multiple of ``block``.
 
     Returns the number of convolutions padded."""
     import onnx
@@ -77,12 +81,16 @@ def pad_concat_conv_channels(model, block: int = BLOCK) -> int:
             continue
         if sum(1 for n in graph.node for i in n.input if i == conv.input[1]) != 1:
             continue  # a shared weight: leave it
-        pads_name = f"{last}__pad{extra}_channels"
-        graph.initializer.append(numpy_helper.from_array(np.array([0, 0, 0, 0, 0, extra, 0, 0], np.int64),
-                                                         pads_name))
+        width = shapes[last][1]
+        if not isinstance(width, int) or width <= 0:
+            continue
+        eye_name = f"{last}__pad{extra}_channels"
+        eye = np.zeros((width + extra, width, 1, 1), np.float32)
+        eye[np.arange(width), np.arange(width)] = 1.0
+        graph.initializer.append(numpy_helper.from_array(eye, eye_name))
         padded_name = f"{last}__padded{extra}"
-        pad = helper.make_node("Pad", [last, pads_name], [padded_name], name=f"{concat.name}/pad_channels",
-                               mode="constant")
+        pad = helper.make_node("Conv", [last, eye_name], [padded_name], name=f"{concat.name}/pad_channels",
+                               kernel_shape=[1, 1])
         graph.node.insert(list(graph.node).index(concat), pad)
         concat.input[-1] = padded_name
         wide = np.concatenate([weight, np.zeros((weight.shape[0], extra, *weight.shape[2:]), np.float32)], axis=1)
