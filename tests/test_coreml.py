@@ -175,7 +175,7 @@ def test_metadata_and_descriptions(fp32_packages):
     assert [s.name for s in stateful.description.state] == [f"r{k}_{h}" for k in range(1, 5) for h in ("hi", "lo")]
     assert all(s.shortDescription for s in stateful.description.state)
     assert fp32_packages["stateful"].details["deployment_target"] == "iOS18"
-    assert fp32_packages["static"].details["deployment_target"] == "iOS18"  # stateful asked: one target for all
+    assert fp32_packages["static"].details["deployment_target"] == "iOS16"  # a stateless package keeps its own target
 
 
 def test_fp16_program_keeps_float32_io_by_default(fp16_multi):
