@@ -20,7 +20,7 @@ Runtime sessions and streams), mobile.py (the mobile usability checker, Resize i
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rvm_export.core.options import TargetOptions, option
@@ -92,6 +92,8 @@ def export(model, request: ExportRequest, out_dir: Path) -> list[Artifact]:
     """One dynamic graph, or one static graph per bucket (see the module docstring)."""
     DESCRIPTION.require()
     check_request(request)
+    if not isinstance(request.options, OnnxOptions):  # a request built without options gets the defaults
+        request = replace(request, options=OnnxOptions())
     return _export.export(model, request, Path(out_dir))
 
 
