@@ -95,13 +95,21 @@ def _backend_tag(artifact: Artifact) -> str:
     return f".{backend}{artifact.details.get('threads', '')}" if backend else ""
 
 
-def _plot_parity(record: ArtifactRecord, path: Path) -> bool:
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (files only), or None when matplotlib is absent."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _plot_parity(record: ArtifactRecord, path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None:
         return False
     reports = [p for p in record.parity if p.errors]
     if not reports:
@@ -131,13 +139,10 @@ def plot_temporal(record: ArtifactRecord, path: Path) -> bool:
     """One PNG of ``record.temporal``: per source, the per-frame alpha MAD against PyTorch (log scale) with its trend
     line, settled level, parity bound, events and PyTorch's own settling after each event; below, the alpha flicker
     in static regions, artifact and PyTorch. False when matplotlib is absent or there is nothing to plot."""
-    try:
-        import matplotlib
+    import numpy as np
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import numpy as np
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return False
     reports = [t for t in record.temporal if t.pha_mad]
     if not reports:
