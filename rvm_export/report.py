@@ -107,6 +107,15 @@ def _pyplot():
     return plt
 
 
+def _save_png(plt, fig, path: Path, dpi: int) -> bool:
+    """Lay out ``fig``, write it to ``path`` as PNG atomically, close it; True (the plot functions' result)."""
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return True
+
+
 def _plot_parity(record: ArtifactRecord, path: Path) -> bool:
     plt = _pyplot()
     if plt is None:
@@ -128,11 +137,7 @@ def _plot_parity(record: ArtifactRecord, path: Path) -> bool:
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize=7, ncol=2)
     fig.suptitle(f"{record.artifact.name}: {reports[0].label}", fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return True
+    return _save_png(plt, fig, path, dpi=110)
 
 
 def plot_temporal(record: ArtifactRecord, path: Path) -> bool:
@@ -185,11 +190,7 @@ def plot_temporal(record: ArtifactRecord, path: Path) -> bool:
         bx.legend(fontsize=6)
     fig.suptitle(f"{record.artifact.name} ({record.artifact.precision}): {reports[0].label}, temporal figures",
                  fontsize=9)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return True
+    return _save_png(plt, fig, path, dpi=100)
 
 
 def _temporal_markdown(manifest: dict[str, Any], plots: dict[str, str]) -> list[str]:
