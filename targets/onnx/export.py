@@ -17,7 +17,9 @@ from targets.traced.contract import tail_description
 from targets.traced.resample import describe_downsample
 
 from .graph import to_fp16
-from .quantize import quantize_int8
+from rvm_export.core.rollout import calibration_sources
+
+from .quantize import not_int8, quantize_int8
 
 __all__ = ["NAME", "export", "export_graph"]
 
@@ -71,6 +73,9 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
             graph = quantize_int8(model, spec, graph, work, request)
             details["compute"] = ("int8 QDQ Conv (per-channel weights); output projection, refiner and all "
                                   "non-Conv ops float32")
+            details["recipe"] = "ONNX Runtime quantize_static, QDQ, per-channel int8 weights, uint8 activations"
+            details["calibration"] = calibration_sources()
+            details["not_int8"] = not_int8(graph)
         else:
             details["compute"] = "float32"
         shape_ops = sum(node.op_type == "Shape" for node in graph.graph.node)
