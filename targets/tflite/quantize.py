@@ -257,6 +257,8 @@ def layer_name(tensor_name: str) -> str:
         leaf = segment.rsplit(".", 1)[-1]
         if "_" in leaf:
             parts.append(leaf.split("_", 1)[1])
+    while parts and parts[0] in ("contract", "model"):  # the export wrappers (StaticContract, MattingNetwork)
+        parts.pop(0)
     return ".".join(parts) or first
 
 
