@@ -271,6 +271,7 @@ def _markdown(manifest: dict[str, Any], plots: dict[str, str], temporal_plots: d
     if untimed:
         lines += ["", "Not timed:", ""] + [f"- `{path}`: {text}" for path, text in untimed]
     lines += _where_it_runs(manifest["artifacts"])
+    lines += _not_int8_section(manifest["artifacts"])
     if plots:
         lines += ["", "## Error over the rollout", ""]
         lines += [f"![{name}]({png})" for name, png in plots.items()]
@@ -321,6 +322,29 @@ def _where_it_runs(artifacts: list[dict[str, Any]]) -> list[str]:
         if e.get("note") and f"- {e['check']}: {e['note']}" not in notes:
             notes.append(f"- {e['check']}: {e['note']}")
     return lines + ([""] + notes if notes else [])
+
+
+def _not_int8_section(artifacts: list[dict[str, Any]]) -> list[str]:
+    """Per int8 artifact, the layers its quantiser left in another precision (``details.not_int8``: a list of
+    ``{layer, kept_as, reason}``), grouped by (kept_as, reason) so a recipe's exceptions read as a few lines."""
+    lines: list[str] = []
+    for art in artifacts:
+        entries = art["details"].get("not_int8")
+        if art["precision"] != "int8" or entries is None:
+            continue
+        if not lines:
+            lines += ["", "## Layers not in int8", ""]
+        recipe = art["details"].get("recipe", "")
+        lines.append(f"- `{art['path']}`{f' ({recipe})' if recipe else ''}: "
+                     f"{len(entries)} layer(s) not int8{'' if entries else ' (every quantisable layer is int8)'}")
+        groups: dict[tuple[str, str], list[str]] = {}
+        for entry in entries:
+            groups.setdefault((entry["kept_as"], entry["reason"]), []).append(entry["layer"])
+        for (kept_as, reason), layers in groups.items():
+            shown = ", ".join(f"`{name}`" for name in layers[:6]) + (f" and {len(layers) - 6} more"
+                                                                     if len(layers) > 6 else "")
+            lines.append(f"  - {kept_as}: {shown} ({reason})")
+    return lines
 
 
 def write_outputs(out_dir: Path, records: list[ArtifactRecord], failures: list[Failure], model_info: dict[str, Any],

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["Tolerance", "TOLERANCES", "tolerance_for", "TemporalTolerance", "TEMPORAL", "temporal_tolerance_for"]
+__all__ = ["Tolerance", "TOLERANCES", "INT8_RECIPE", "tolerance_for", "TemporalTolerance", "TEMPORAL",
+           "temporal_tolerance_for"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,15 @@ TOLERANCES: dict[tuple[str, ...], Tolerance] = {
             "and 1080p@0.25 gave 3.1e-3 max, 4.3e-4..5.9e-4 pha MAD, 6.7e-4 fgr MAD, no drift; the bound leaves "
             "room for the Neural Engine's own float16 accumulation, which the MIL check does not model"),
 }
+
+
+# The bound an int8 recipe must hold to be called one that "holds" (issue 17): alpha MAD against PyTorch fp32 over
+# 1000 frames of the generated scene and over real clips, with no upward trend (benchmarks/int8_rollout.py). Per-export
+# parity keeps the ("*", "int8") row above; this one judges recipes, not single exports.
+INT8_RECIPE = Tolerance(
+    frame_max=None, state_max=None, pha_mad=1e-2,
+    why="issue 17: an int8 recipe holds when alpha MAD <= 1e-2 over 1000 generated frames and over the real clips "
+        "(bigbuckbunny, bikes, carphone) at 256x144, with no upward trend over the rollout")
 
 
 def tolerance_for(target: str, precision: str, refiner: str | None = None) -> Tolerance:

@@ -280,6 +280,15 @@ def test_reduced_precision_within_stated_tolerance(golden_model, tmp_path_factor
                              label=runner.label, tolerance=tolerance)
     assert report.passed, report.failures()
     assert report.max_abs > 1e-5  # really reduced precision, not a float32 copy
+    if precision == Precision.INT8:  # the layers that are not int8, named with their reason
+        from targets.onnx.quantize import WHY_FLOAT
+
+        entries = artifact.details["not_int8"]
+        float_convs = [e for e in entries if e["op"] == "Conv"]
+        assert float_convs and all(e["reason"] in WHY_FLOAT.values() for e in float_convs)
+        assert {e["op"] for e in entries} >= {"Conv", "Add", "Sigmoid"}
+        quantised = [n for n in graph.graph.node if n.op_type == "Conv"]
+        assert len(quantised) - len(float_convs) > 60  # the rest of the convolutions are int8
 
 
 def test_resnet50_and_fast_guided_filter_export(tmp_path_factory):

@@ -277,6 +277,10 @@ def test_int8_alpha_quality_and_float_scope(golden_model, static_int8):
     assert not fq_input[convs[-1].get_friendly_name()]  # so does the head (last 1x1: refiner / project_mat)
     kept_float = [k for k in fq_input if "/gru/" in k or "/backbone/features.1/" in k or "/backbone/features.3/" in k]
     assert kept_float and not any(fq_input[k] for k in kept_float)  # ConvGRUs and the first blocks stay float
+    # ...and the manifest says so, layer by layer: every float convolution named, with its reason
+    listed = {e["layer"]: e for e in static_int8["static"].details["not_int8"]}
+    assert {k for k, v in fq_input.items() if not v} == {k for k, e in listed.items() if e["op"] == "Convolution"}
+    assert all(listed[k]["reason"].startswith("recipe (measured)") for k in kept_float)
 
 
 def test_int8_dynamic_over_two_ratios(golden_model, tmp_path_factory):

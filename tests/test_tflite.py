@@ -41,7 +41,7 @@ THREADS = RuntimeOptions(threads=2)
 TRAINED = Path(__file__).resolve().parents[1] / "runs" / "smoke" / "checkpoint_last.pth"
 # (id, precision, options) -- the matrix of what one bucket can be exported as
 VARIANTS = [("fp32", "fp32", {}), ("fp16", "fp16", {}), ("int8-dynamic", "int8", {}),  # dynamic is the default
-            ("int8-full", "int8", {"int8_mode": "full"})]
+            ("int8-full", "int8", {"int8_mode": "full"}), ("int8-mixed", "int8", {"int8_mode": "mixed"})]
 
 
 def _request(bucket=SMALL, precision="fp32", layout=Layout.NHWC, dynamic=False, options=None, frames=16):
@@ -185,6 +185,24 @@ def test_full_int8_keeps_stated_scopes_float(small_artifacts):
                                                            if k not in ("QUANTIZE", "DEQUANTIZE"))
 
 
+def test_int8_details_list_every_layer_not_in_int8_and_why(small_artifacts):
+    from targets.tflite.quantize import BOUNDARY, MIXED, WHY_FLOAT
+
+    full = small_artifacts["int8-full"].details["not_int8"]
+    assert full and all(e["kept_as"] == "float32" for e in full)
+    assert {e["reason"] for e in full} <= {BOUNDARY, WHY_FLOAT["project_mat"]}  # nothing float by accident
+    assert any(e["reason"] == WHY_FLOAT["project_mat"] and e["op"] == "CONV_2D" for e in full)
+    mixed = small_artifacts["int8-mixed"].details["not_int8"]
+    early = [e for e in mixed if e["reason"] == MIXED[0].reason]
+    gru = [e for e in mixed if e["reason"] == MIXED[1].reason]
+    assert {e["layer"].split(".")[1] for e in early} == {"0", "1", "2", "3", "4"}  # stem + blocks 1-4, no deeper one
+    assert all(e["layer"].startswith("backbone.") and e["kept_as"] == "float32" for e in early)
+    assert gru and all(".gru." in e["layer"] and e["kept_as"] == "float32" for e in gru)
+    assert sum(e["op"] in ("CONV_2D", "DEPTHWISE_CONV_2D") for e in early) == 15  # 1 stem + 4 blocks' 14 convs
+    dynamic = small_artifacts["int8-dynamic"].details["not_int8"]
+    assert [e["layer"] for e in dynamic] == ["*"] and "per call" in dynamic[0]["reason"]
+
+
 def test_float_scope_that_matches_nothing_is_an_error(golden_model, small_artifacts):
     from targets.tflite.quantize import quantize
 
@@ -200,7 +218,7 @@ def test_rollout_parity_small(golden_model, small_artifacts, name):
     report = _parity(golden_model, small_artifacts[name], SMALL)
     report.raise_if_failed()
     assert report.frames == FRAMES and set(report.errors) == set(OUTPUT_NAMES)
-    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1.5e-2}[name]
+    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1.5e-2, "int8-mixed": 1.5e-2}[name]
     measured = report.max_abs if name in ("fp32", "fp16") else report.pha_mad  # int8: judged by alpha quality
     assert measured <= bound, f"{name}: {measured:.3g} > {bound:g}"
 

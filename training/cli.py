@@ -6,6 +6,7 @@
     rvm-train --make-synthetic runs/synthetic [--seed 0] [--synthetic-spec small]
     rvm-train --check-data MY_CLIPS --config finetune          (check the layout, print what was found)
     rvm-train --config finetune --data MY_CLIPS --out runs/ft --init rvm_mobilenetv3.pth [--size 512]
+    rvm-train --config qat --data runs/synthetic --out runs/qat --init CKPT      (quantisation-aware, for int8)
     torchrun --standalone --nproc_per_node 2 -m training.cli --config ...   (DDP)
 
 Exit codes: 0 done, 2 bad arguments or configuration or a clip folder (finetune) that breaks its layout,

@@ -64,6 +64,7 @@ class TrainConfig:
     amp: bool = True  # float16 autocast + GradScaler; CUDA only (refused on CPU)
     fgr_alpha_threshold: float = 0.0  # foreground loss where true alpha > this; clips: 0.99, where frame = foreground
     init_required: bool = False  # finetune: refuse to start from random weights (pass --init)
+    qat: bool = False  # quantisation-aware training: int8 fake quantisation in the loop (training/qat.py)
     seed: int = 0  # drives initialisation, data order and every augmentation draw
 
     # -- bookkeeping -----------------------------------------------------------------------------------------------
@@ -196,6 +197,13 @@ PRESETS: dict[str, TrainConfig] = {
                                 lr_decoder=5e-5, lr_schedule="cosine", max_steps=500, amp=False,
                                 fgr_alpha_threshold=0.99, init_required=True, log_every=10, eval_every=50,
                                 checkpoint_every=50, valid_clips=64, valid_seq_length=16, num_workers=2),
+    # Quantisation-aware training from trained weights (training/qat.py): int8 fake quantisation of weights and
+    # activations, BatchNorm frozen, LRs a tenth of the smoke preset's, on the smoke preset's data and shapes; the
+    # checkpoint holds weights already on the int8 grid, for rvm-export --precision int8.
+    "qat": _STAGE1.replace(name="qat", lr_size=64, seq_length_lr=4, seg_seq_length=4, batch_size=2,
+                           batch_crop_min=1.0, lr_backbone=1e-4, lr_aspp=1e-4, lr_decoder=1e-4, lr_schedule="cosine",
+                           max_steps=300, amp=False, qat=True, init_required=True, log_every=10, eval_every=50,
+                           checkpoint_every=50, valid_clips=8, valid_seq_length=8, num_workers=1),
 }
 
 

@@ -32,6 +32,7 @@ from .errors import ConfigError, ResumeError
 from .losses import matting_loss, segmentation_loss
 from .metrics import MetricAccumulator
 from .metrics_log import MetricsLog
+from .qat import prepare_qat, project_weights
 from .sampler import PositionBatchSampler
 
 __all__ = ["train", "validate", "param_groups", "random_crop", "resolve_steps", "DataLayout", "DATA_LAYOUTS"]
@@ -162,12 +163,19 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
         model.load_state_dict(load_checkpoint(init, cfg.variant, cfg.refiner).state_dict())
     if backbone_weights:
         load_backbone_weights(model, backbone_weights)
+    if state is not None:
+        model.load_state_dict(state["model"])  # before QAT's fake quantisation renames the conv weights
     model = distributed.convert_sync_batchnorm(model.to(env.device).train(), env)
+    if cfg.qat:
+        counts = prepare_qat(model)
+        if env.is_main:
+            print(f"note: QAT: {counts['weights']} convolutions with int8 weights, {counts['activations']} "
+                  "activations fake-quantised (training/qat.py)")
+        model.train()
     optimizer = torch.optim.Adam(param_groups(model, cfg))
     scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.amp)
     start_step = 0
     if state is not None:
-        model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"])
@@ -218,6 +226,10 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
         optimise(losses["total"])
         return losses
 
+    def weights() -> dict[str, Tensor]:
+        """What checkpoints store: a plain MattingNetwork state dict (QAT: weights projected onto the int8 grid)."""
+        return project_weights(raw_model) if cfg.qat else raw_model.state_dict()
+
     last: dict[str, Any] = {"best": state.get("best", {}) if state is not None else {}}
 
     def validate_and_keep_best(done: int) -> None:
@@ -226,7 +238,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
         log.write(last["valid"])
         if last["valid"]["pha_mad"] < last["best"].get("pha_mad", math.inf):
             last["best"] = {"step": done, "pha_mad": last["valid"]["pha_mad"]}
-            save_atomic({"model": raw_model.state_dict(), "config": cfg.to_dict(), "step": done,
+            save_atomic({"model": weights(), "config": cfg.to_dict(), "step": done,
                          "valid": last["valid"]}, out_dir / BEST_NAME)
 
     if start_step == 0 and env.is_main:
@@ -272,7 +284,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out_dir: Path, env: distributed.Dis
             distributed.barrier(env)
         if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
             if env.is_main:
-                save_atomic({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                save_atomic({"model": weights(), "optimizer": optimizer.state_dict(),
                              "scaler": scaler.state_dict(), "config": cfg.to_dict(), "step": done,
                              "data": {"matting_lr": done, "matting_hr": done, "seg_video": (done + 1) // 2,
                                       "seg_image": done // 2},

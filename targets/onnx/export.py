@@ -12,6 +12,7 @@ from rvm_export.core.errors import ExportFailedError
 from rvm_export.core.metadata import artifact_metadata
 from rvm_export.core.names import DEFAULT_OPSET, OUTPUT_NAMES, artifact_name, shape_label
 from rvm_export.core.request import Artifact, ExportRequest
+from rvm_export.core.rollout import calibration_sources
 from rvm_export.core.spec import IOSpec, Precision
 from targets.traced.contract import tail_description
 from targets.traced.resample import describe_downsample
@@ -19,7 +20,7 @@ from targets.traced.resample import describe_downsample
 from .cpu_layout import cpu_layout
 from .graph import to_fp16
 from .mobile import fill_optional_inputs, write_ort
-from .quantize import quantize_int8
+from .quantize import not_int8, quantize_int8
 
 __all__ = ["NAME", "export", "export_graph"]
 
@@ -94,6 +95,9 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
             graph = quantize_int8(model, spec, graph, work, request)
             details["compute"] = ("int8 QDQ Conv (per-channel weights); output projection, refiner and all "
                                   "non-Conv ops float32")
+            details["recipe"] = "ONNX Runtime quantize_static, QDQ, per-channel int8 weights, uint8 activations"
+            details["calibration"] = calibration_sources()
+            details["not_int8"] = not_int8(graph)
         else:
             details["compute"] = "float32"
         if mobile:  # after the precision steps: the empty inputs must stay float32 initializers

@@ -10,13 +10,22 @@ from rvm_export.core.errors import ExportFailedError
 from rvm_export.core.request import ExportRequest
 from rvm_export.core.spec import IOSpec
 
-__all__ = ["quantize_int8", "FLOAT_SCOPES"]
+__all__ = ["quantize_int8", "not_int8", "FLOAT_SCOPES", "QUANTISED_OPS"]
 
 
 # Convs kept in float in int8 models: the output projection and the refiner write alpha and foreground directly,
 # where one 8-bit step of their activation range is a visible error (pha MAD 0.026 -> 0.007 on the golden model);
 # together they are well under 1 % of the multiply-adds.
 FLOAT_SCOPES = ("/project_mat/", "/refiner/")
+WHY_FLOAT = {"/project_mat/": "recipe: the 16->4 output head writes alpha directly (pha MAD 2.6e-2 -> 7e-3 on the "
+                              "golden weights with it float)",
+             "/refiner/": "recipe: the deep guided filter writes full-resolution alpha/foreground; its box-filter "
+                          "variances are differences of nearly equal means"}
+QUANTISED_OPS = ("Conv",)  # ONNX Runtime's op_types_to_quantize: QDQ pairs around Conv only
+OTHER_OPS = ("ONNX Runtime QDQ here quantises Conv only (op_types_to_quantize): this op runs in float between "
+             "DequantizeLinear/QuantizeLinear; an int8-only accelerator fuses or falls back per its own rules")
+_NOT_COMPUTE = {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Gather", "Unsqueeze", "Concat",
+                "Reshape", "Slice", "Split", "Identity", "Cast"}
 
 
 class _FeedReader:
@@ -50,7 +59,31 @@ def quantize_int8(model, spec: IOSpec, graph, work: Path, request: ExportRequest
     float_heads = [n.name for n in onnx.load(str(pre)).graph.node
                    if n.op_type == "Conv" and any(k in n.name for k in FLOAT_SCOPES)]
     quantize_static(str(pre), str(out), _FeedReader(feeds, spec.input_names), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
+                    op_types_to_quantize=list(QUANTISED_OPS), per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                     nodes_to_exclude=float_heads)
     return onnx.load(str(out))
+
+
+def not_int8(graph) -> list[dict[str, str]]:
+    """The layers of a QDQ ModelProto that do not run in int8, as ``{layer, op, kept_as, reason}``: each Conv
+    without a DequantizeLinear weight (the FLOAT_SCOPES heads, named), then one entry per other op type that carries
+    data (element-wise, activations, resizes, pools: float by the recipe, counted)."""
+    from collections import Counter
+
+    dequantised = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    entries: list[dict[str, str]] = []
+    others: Counter[str] = Counter()
+    for node in graph.graph.node:
+        if node.op_type == "Conv":
+            if len(node.input) > 1 and node.input[1] in dequantised:
+                continue
+            scope = next((s for s in FLOAT_SCOPES if s in node.name), None)
+            entries.append({"layer": node.name, "op": "Conv", "kept_as": "float32",
+                            "reason": WHY_FLOAT.get(scope, "excluded from quantisation") if scope else
+                            "no calibration range for its input"})
+        elif node.op_type not in _NOT_COMPUTE:
+            others[node.op_type] += 1
+    for op, count in others.most_common():
+        entries.append({"layer": f"all {op} nodes ({count})", "op": op, "kept_as": "float32", "reason": OTHER_OPS})
+    return entries

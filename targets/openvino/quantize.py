@@ -28,7 +28,8 @@ from rvm_export.core.spec import IOSpec
 
 from .graph import ancestors, descendants, stem_convolution
 
-__all__ = ["quantize", "float_nodes", "ratio_path_nodes", "input_stem_nodes", "scope_nodes", "FLOAT_SCOPES"]
+__all__ = ["quantize", "float_nodes", "float_node_reasons", "not_int8", "ratio_path_nodes", "input_stem_nodes",
+           "scope_nodes", "FLOAT_SCOPES"]
 
 _NOT_COMPUTE = ("Parameter", "Constant", "Result")
 # Module scopes kept float (measured on the smoke-trained checkpoint, 512x288 @ 0.5, 60 frames; docs/openvino.md):
@@ -44,7 +45,7 @@ def quantize(ov_model, torch_model, spec: IOSpec, request) -> tuple[Any, dict[st
     """Return the quantised model and the details for the manifest."""
     import nncf
 
-    from rvm_export.core.rollout import calibration_set
+    from rvm_export.core.rollout import calibration_set, calibration_sources
 
     buckets = (spec.bucket,) if spec.bucket is not None else tuple(request.buckets)
     feeds = calibration_set(torch_model, buckets, request.calibration_frames)
@@ -58,17 +59,19 @@ def quantize(ov_model, torch_model, spec: IOSpec, request) -> tuple[Any, dict[st
     except Exception as exc:
         raise ExportFailedError(f"NNCF quantisation failed: {exc}") from exc
     counts = Counter(op.get_type_name() for op in quantized.get_ordered_ops())
+    reasons = float_node_reasons(ov_model, spec.variant)
     if not counts["FakeQuantize"]:
         raise ExportFailedError("NNCF inserted no FakeQuantize: the int8 IR would be a float IR")
     return quantized, {
         "quantizer": f"NNCF {nncf.__version__} post-training, preset {PRESET}, fast bias correction",
-        "calibration": f"{len(feeds)} frames of the generated scene at {', '.join(b.label for b in buckets)}, "
-                       "states from the fp32 PyTorch rollout",
+        "calibration": f"{len(feeds)} frames at {', '.join(b.label for b in buckets)}: {calibration_sources()}",
         "float_scope": "ratio/size arithmetic, input stem to the first conv, ConvGRUs, "
                        f"{', '.join(FLOAT_SCOPES[spec.variant])}, and after the last state everything but "
                        "decode0's 3x3 convs",
         "fake_quantize_nodes": counts["FakeQuantize"],
         "float_nodes": len(kept),
+        "recipe": f"NNCF post-training {PRESET} (int8 weights and activations) with an ignored scope",
+        "not_int8": not_int8(quantized, reasons),
     }
 
 
@@ -89,6 +92,54 @@ def float_nodes(ov_model, variant: str = "mobilenetv3") -> list[str]:
     names += ratio_path_nodes(ov_model)
     names += scope_nodes(ov_model, FLOAT_SCOPES[variant])
     return sorted(set(names))
+
+
+WHY = {"head": "after the last recurrent state (project_mat, the refiner, the composition): differences of "
+                "nearly equal box means and the alpha head lose too much at 8 bits (module docstring)",
+       "stem": "input stem: ratio downsample, normalisation and the first conv (int8 form measured 20x worse in the "
+               "dynamic IR)",
+       "ratio": "computed from downsample_ratio (a quantised ratio changes floor(H*r) and the refiner gate)",
+       "nncf": "NNCF placed no FakeQuantize on its input (it reads a concatenation with a float ConvGRU output), "
+               "so it runs in float",
+       "scope": "recipe (measured): FLOAT_SCOPES, the ConvGRUs (recurrent states drift: 3.9e-2 -> 1.7e-2) and "
+                "MobileNetV3 blocks 1-3 (the finest skips: 1.7e-2 -> 8e-3)"}
+_WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
+
+
+def float_node_reasons(ov_model, variant: str = "mobilenetv3") -> dict[str, str]:
+    """Friendly name -> reason key of :data:`WHY` for every node :func:`float_nodes` keeps float."""
+    state_inputs = set(STATE_OUTPUTS)
+    results = [r for r in ov_model.get_results() if r.get_input_tensor(0).get_any_name() in state_inputs]
+    core = set(ancestors(results))
+    reasons: dict[str, str] = {}
+    for op in ov_model.get_ordered_ops():
+        if (op.get_name() not in core and op.get_type_name() not in _NOT_COMPUTE
+                and not _is_spatial_conv(op)):
+            reasons[op.get_friendly_name()] = "head"
+    reasons.update({n: "scope" for n in scope_nodes(ov_model, FLOAT_SCOPES[variant])})
+    reasons.update({n: "ratio" for n in ratio_path_nodes(ov_model)})
+    reasons.update({n: "stem" for n in input_stem_nodes(ov_model)})
+    return reasons
+
+
+def not_int8(quantized, reasons: dict[str, str]) -> list[dict[str, str]]:
+    """``{layer, op, kept_as, reason}`` for each convolution / MatMul of the quantised model whose activation input
+    has no FakeQuantize (named: the ignored scope's reason, or NNCF's own choice), and one entry per other op type
+    of the ignored scope (counted)."""
+    types = {op.get_friendly_name(): op.get_type_name() for op in quantized.get_ordered_ops()}
+    entries, others = [], Counter()
+    for op in quantized.get_ordered_ops():
+        if op.get_type_name() not in _WEIGHTED or op.input_value(0).get_node().get_type_name() == "FakeQuantize":
+            continue
+        name = op.get_friendly_name()
+        entries.append({"layer": name, "op": op.get_type_name(), "kept_as": "float32",
+                        "reason": WHY[reasons[name]] if name in reasons else WHY["nncf"]})
+    for name, key in reasons.items():
+        if name in types and types[name] not in _WEIGHTED:
+            others[(types[name], key)] += 1
+    for (op, key), count in sorted(others.items(), key=lambda kv: -kv[1]):
+        entries.append({"layer": f"{count} {op} node(s)", "op": op, "kept_as": "float32", "reason": WHY[key]})
+    return entries
 
 
 def scope_nodes(ov_model, scopes: tuple[str, ...]) -> list[str]:

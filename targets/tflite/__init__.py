@@ -18,7 +18,9 @@
 - Where it runs (accelerator.py): each file is compiled onto LiteRT's GPU accelerator alone (WebGPU on a Vulkan
   device: Chromium's SwiftShader here) and, when it is placed whole, its rollout parity is checked there.
 - Precisions (quantize.py): fp32; fp16 weights; int8 with option ``int8_mode`` = ``"dynamic"``
-  (default) or ``"full"`` (int8 activations calibrated on a rollout with the fp32 model's real states).
+  (default), ``"full"`` (int8 activations calibrated on rollouts of generated and real footage with the fp32
+  model's real states) or ``"mixed"`` (full with measured exceptions). Every int8 file's manifest entry lists the
+  layers that are not int8 and why (``details.not_int8``).
 - Metadata: the contract and provenance (``rvm_export.core.metadata``) as JSON in the flatbuffer's metadata entry
   ``rvm_export`` (read back by :func:`runtime.read_contract`).
 
@@ -54,9 +56,11 @@ __all__ = ["DESCRIPTION", "TfliteOptions", "missing", "check_request", "export",
 class TfliteOptions(TargetOptions):
     """``--option tflite.KEY=VALUE``."""
 
-    int8_mode: Literal["dynamic", "full"] | None = option(
-        None, "int8 only: 'dynamic' (int8 weights, activations quantised per call; the default) or 'full' (int8 "
-              "activations too, calibrated on a rollout with real states)")
+    int8_mode: Literal["dynamic", "full", "mixed"] | None = option(
+        None, "int8 only: 'dynamic' (int8 weights, activations quantised per call; the default), 'full' (int8 "
+              "activations too, calibrated on rollouts with real states: W8A8 for integer-only NPUs) or 'mixed' "
+              "(full, with the few layers that measured too sensitive kept at higher precision; listed in the "
+              "manifest's details.not_int8)")
     exact_resize: bool = option(
         True, "true (default): the ratio downsample uses PyTorch's float32 weights (parity); false: TFLite's "
               "RESIZE_BILINEAR (2 fewer TRANSPOSE ops in NHWC, up to ~1e-4 px coordinate drift at r=0.375)")

@@ -85,12 +85,14 @@ def export_bucket(model, spec: IOSpec, path: Path, request: ExportRequest) -> di
     if precision == Precision.FP32:
         details["compute"] = "float32"
     else:
-        calibration = _calibration(model, spec, request) if mode == "full" else None
+        calibration = _calibration(model, spec, request) if mode in ("full", "mixed") else None
         content, quant = quantize(content, precision.value, mode or "dynamic", calibration)
         details.update(quant)
         details["compute"] = {"fp16": "float16 conv weights (XNNPACK computes float32; GPU delegate float16)",
                               "dynamic": f"int8 conv weights, activations quantised per call; {_scopes(quant)}",
-                              "full": f"int8 weights and activations; {_scopes(quant)}"}[mode or "fp16"]
+                              "full": f"int8 weights and activations; {_scopes(quant)}",
+                              "mixed": f"int8 weights, int8 activations except the recipe's exceptions; "
+                                       f"{_scopes(quant)}"}[mode or "fp16"]
     details.setdefault("ops", op_counts(content))
     details.update(layout=spec.layout.value, signature=SIGNATURE_KEY, io_dtype="float32", int8_mode=mode)
     meta = artifact_metadata(spec, precision.value, request.checkpoint_sha256, request.checkpoint_label,
@@ -112,7 +114,8 @@ def _scopes(quant: Mapping[str, Any]) -> str:
 
 
 def _calibration(model, spec: IOSpec, request: ExportRequest) -> list[dict[str, np.ndarray]]:
-    """Rollout frames of the generated scene (not the parity clip) with the states fp32 PyTorch produced."""
+    """Rollout frames of the generated scene (not the parity clip) and of real footage, with the states fp32 PyTorch
+    produced (:func:`rvm_export.core.rollout.calibration_set`)."""
     from rvm_export.core.rollout import calibration_set
 
     feeds = calibration_set(model, (spec.bucket,), request.calibration_frames)

@@ -20,24 +20,62 @@ import collections
 import re
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 
 from rvm_export.core.errors import ExportFailedError
 
-__all__ = ["INT8_MODES", "FLOAT_SCOPES", "quantize", "op_counts", "float_ops", "align_graph_outputs"]
+__all__ = ["INT8_MODES", "FLOAT_SCOPES", "MIXED", "quantize", "op_counts", "float_ops", "not_int8", "layer_name",
+           "align_graph_outputs"]
 
 # First = the default of --precision int8: dynamic kept alpha within 2e-2 MAD on both models measured, full int8 did
 # not on the smoke-trained one (docs/tflite.md); full is the choice for int8-only accelerators, checked by parity.
-INT8_MODES = ("dynamic", "full")
+INT8_MODES = ("dynamic", "full", "mixed")
 SIGNATURE_KEY = "serving_default"
 # Tensor-name regexes (litert-torch names every tensor after its nn.Module path) whose ops keep float32:
 # project_mat, the 1x1 16->4 output head. int8 weights there alone moved alpha by MAD 0.026 on the golden weights
 # (0.0055 with it float; docs/tflite.md); it is 64 MACs per low-res pixel. Everything else the quantizer covers is
 # int8, the deep guided filter included (keeping it float changed pha MAD by 4e-4 at 256x144). Each scope must match
 # an op (checked), so a renamed module cannot silently turn the exception off.
-FLOAT_SCOPES: dict[str, tuple[str, ...]] = {"dynamic": ("project_mat",), "full": ("project_mat",)}
+FLOAT_SCOPES: dict[str, tuple[str, ...]] = {"dynamic": ("project_mat",), "full": ("project_mat",),
+                                           "mixed": ("project_mat",)}
+WHY_FLOAT = {"project_mat": "recipe: the 16->4 output head writes alpha directly; int8 weights there alone gave "
+                            "pha MAD 2.6e-2 on the golden weights (5.5e-3 float); 64 MACs per low-res pixel"}
+BOUNDARY = ("float32 I/O contract: this op writes a graph output (fgr, pha or a state rKo), so its inputs are "
+            "dequantised and it runs in float; states feed back with no requantisation in the app")
+UNCOVERED = "AI Edge Quantizer 0.10 has no int8 recipe for this op here: it stays float between DEQUANTIZE/QUANTIZE"
+
+
+@dataclass(frozen=True)
+class Exception_:
+    """One layer group of the ``mixed`` recipe that is not W8A8: ``scope`` is a regex on litert-torch's tensor
+    names (module paths), ``kept_as`` is ``float32`` or ``int16`` (16-bit activations, 8-bit weights)."""
+
+    scope: str
+    kept_as: str
+    reason: str
+
+
+# The mixed recipe: W8A8 everywhere except these two groups, chosen from measurements on the smoke-trained
+# checkpoint (256x144, 200 frames of the generated scene, alpha MAD vs PyTorch fp32; docs/tflite.md "int8 recipes"):
+# full W8A8 2.1e-2; int8 weights with float activations 1.2e-2 (so weights alone miss 1e-2), of which the backbone's
+# 1.0e-2 and, per layer, the stem and blocks 1-4 lead (features.3.block.1.0 5.0e-3, features.2.block.2.0 1.9e-3,
+# features.0 1.6e-3, ...). Stem + blocks 1-4 float: 1.35e-2, rising over the clip; with the ConvGRUs at 16-bit
+# activations too: 9.5e-3, still rising (7.8e-3 -> 1.1e-2), and 20x slower on CPUs (LiteRT's int16 kernels are
+# reference kernels); with the ConvGRUs float: 5.2e-3, flat.
+EARLY_BACKBONE = "MobileNetV3LargeEncoder_backbone/model.mobilenetv3.(ConvBNAct_0|InvertedResidual_[1-4])/"
+MIXED: tuple[Exception_, ...] = (
+    Exception_(EARLY_BACKBONE, "float32",
+               "recipe (measured sensitivity): MobileNetV3's stem and blocks 1-4 (1/2 and 1/4 resolution, the "
+               "decoder's finest skips); their int8 weights alone moved alpha MAD by up to 5e-3 per layer on the "
+               "smoke-trained weights"),
+    Exception_("ConvGRU_gru", "float32",
+               "recipe (the recurrence): the ConvGRUs' states are requantised every frame and fed back; 8-bit "
+               "GRUs gave 1.35e-2 alpha MAD rising over the clip, 16-bit activations 9.5e-3 still rising, float 5.2e-3 "
+               "flat (smoke-trained weights, stem float)"),
+)
 
 
 def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
@@ -64,11 +102,17 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         details.update(recipe="dynamic_wi8_afp32: per-channel int8 weights, activations quantised at run time",
                        float_scopes=list(float_scopes))
-    elif precision == "int8" and int8_mode == "full":
+    elif precision == "int8" and int8_mode in ("full", "mixed"):
         if calibration is None:
             raise ExportFailedError("full int8 needs calibration feeds (rollout frames with their real states)")
-        float_scopes = FLOAT_SCOPES["full"] if float_scopes is None else float_scopes
+        float_scopes = FLOAT_SCOPES[int8_mode] if float_scopes is None else float_scopes
+        exceptions = MIXED if int8_mode == "mixed" else ()
         q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+        for rule in exceptions:  # later configs win in AI Edge Quantizer's recipe
+            if rule.kept_as == "int16":
+                q.add_static_config(rule.scope, ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
+            else:
+                q.add_quantization_config(rule.scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         for scope in float_scopes:
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         # float32 I/O, so rKo feeds rKi with no requantisation in the app: the graph inputs stay float (the first
@@ -77,11 +121,13 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
             q.add_quantization_config(".*", boundary, algorithm_key=algo.NO_QUANTIZE)
         for name in output_tensor_names(fp32):
             q.add_quantization_config(f"(^|;){re.escape(name)};", ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
-        details.update(recipe="static_wi8_ai8: per-channel int8 weights, int8 activations (min/max)",
+        details.update(recipe="static_wi8_ai8: per-channel int8 weights, int8 activations (min/max)"
+                       + (f", mixed: {len(exceptions)} layer group(s) kept at higher precision" if exceptions else ""),
                        float_scopes=list(float_scopes))
     else:
         raise ExportFailedError(f"no TFLite conversion for precision {precision!r} (int8 mode {int8_mode!r})")
-    unmatched = [scope for scope in details.get("float_scopes", []) if not _scope_matches(fp32, scope)]
+    scopes = [*details.get("float_scopes", []), *(r.scope for r in (MIXED if int8_mode == "mixed" else ()))]
+    unmatched = [scope for scope in scopes if precision == "int8" and not _scope_matches(fp32, scope)]
     if unmatched:
         raise ExportFailedError(f"float scope(s) {unmatched} match no op of the model: the module names in its "
                                 "tensor names changed; update targets/tflite_quant.FLOAT_SCOPES")
@@ -95,6 +141,9 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         except Exception as exc:
             raise ExportFailedError(f"int8 calibration failed: {exc}") from exc
         details["calibration_frames"] = len(feeds)
+        from rvm_export.core.rollout import calibration_sources
+
+        details["calibration"] = calibration_sources()
     try:
         with _quiet():
             result = engine.quantize(qsv, enable_progress_report=False)
@@ -105,6 +154,11 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         details["repaired_outputs"] = repaired
     details["ops"] = op_counts(out)
     details["float_ops"] = float_ops(out)
+    if precision == "int8":
+        rules = [*(MIXED if int8_mode == "mixed" else ()),
+                 *(Exception_(scope, "float32", WHY_FLOAT.get(scope, "recipe: kept float (float_scopes)"))
+                   for scope in details.get("float_scopes", []))]
+        details["not_int8"] = not_int8(out, rules, dynamic=int8_mode == "dynamic")
     return out, details
 
 
@@ -191,3 +245,64 @@ def float_ops(content: bytes) -> dict[str, int]:
         if not any(t.type in quantised for t in tensors):
             counts[name] += 1
     return dict(counts.most_common())
+
+
+def layer_name(tensor_name: str) -> str:
+    """The module path (state-dict style, Sequential indices without the container's own name) in a litert-torch
+    tensor name: ``model.mobilenetv3.MobileNetV3LargeEncoder_backbone/model.mobilenetv3.InvertedResidual_3/
+    torch.nn.modules.container.Sequential_block/...Conv2d_0;1`` -> ``backbone.3.block.1.0``."""
+    first = tensor_name.split(";")[0].split("MattingNetwork_model/")[-1]
+    parts = []
+    for segment in first.split("/"):
+        leaf = segment.rsplit(".", 1)[-1]
+        if "_" in leaf:
+            parts.append(leaf.split("_", 1)[1])
+    while parts and parts[0] in ("contract", "model"):  # the export wrappers (StaticContract, MattingNetwork)
+        parts.pop(0)
+    return ".".join(parts) or first
+
+
+def not_int8(content: bytes, rules: Iterable[Exception_] = (), dynamic: bool = False) -> list[dict[str, str]]:
+    """Every compute op of a quantised flatbuffer whose activations are not int8, as ``{layer, op, kept_as,
+    reason}``; ``kept_as`` is ``float32`` or ``int16`` (16-bit activations). The reason is the first rule whose
+    scope matches the op's output tensor name, else the graph-output boundary, else "not covered". For a
+    dynamic-range model every activation is float by design: one summary entry instead."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    if dynamic:
+        return [{"layer": "*", "op": "*", "kept_as": "float32 activations, int8 weights",
+                 "reason": "dynamic range: activations are quantised per call inside the kernels, not in the graph"}]
+    model, graph = _model_ops(content)
+    outputs = set(graph.outputs)
+    int8 = {schema.TensorType.INT8, schema.TensorType.UINT8}
+    rules = list(rules)
+    entries = []
+    for op in graph.operators:
+        kind = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        if kind in ("DEQUANTIZE", "QUANTIZE"):
+            continue
+        tensors = [graph.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+        types = {t.type for t in tensors}
+        if schema.TensorType.INT16 in types:
+            kept_as = "int16"
+        elif not types & (int8 | {schema.TensorType.INT16}):
+            kept_as = "float32"
+        else:
+            continue
+        name = _name(graph.tensors[op.outputs[0]].name)
+        rule = next((r for r in rules if re.search(r.scope, name)), None)
+        if rule is not None:
+            reason = rule.reason
+        elif any(i in outputs for i in op.outputs) or any(_feeds_output_only(graph, i, outputs) for i in op.outputs):
+            reason = BOUNDARY
+        else:
+            reason = UNCOVERED
+        entries.append({"layer": layer_name(name), "op": kind, "kept_as": kept_as, "reason": reason})
+    return entries
+
+
+def _feeds_output_only(graph, tensor: int, outputs: set[int]) -> bool:
+    """The tensor only feeds ops whose outputs are graph outputs (the float tail in front of fgr / pha)."""
+    consumers = [op for op in graph.operators if tensor in list(op.inputs)]
+    return bool(consumers) and all(any(o in outputs for o in op.outputs) for op in consumers)
