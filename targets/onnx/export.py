@@ -93,9 +93,11 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
             details["compute"] = "float16 (ratio/size arithmetic float32)"
         elif precision == Precision.INT8:
             graph = quantize_int8(model, spec, graph, work, request)
-            details["compute"] = ("int8 QDQ Conv (per-channel weights); output projection, refiner and all "
-                                  "non-Conv ops float32")
-            details["recipe"] = "ONNX Runtime quantize_static, QDQ, per-channel int8 weights, uint8 activations"
+            details["compute"] = ("int8 QDQ Conv (per-channel weights, int8 activations); the FLOAT_SCOPES convs "
+                                  "(output projection, refiner, ConvGRUs, first backbone blocks) and all non-Conv "
+                                  "ops float32")
+            details["recipe"] = ("ONNX Runtime quantize_static, QDQ, per-channel int8 weights, int8 activations "
+                                 "(S8S8), MinMax")
             details["calibration"] = calibration_sources()
             details["not_int8"] = not_int8(graph)
         else:
