@@ -280,6 +280,15 @@ def test_reduced_precision_within_stated_tolerance(golden_model, tmp_path_factor
                              label=runner.label, tolerance=tolerance)
     assert report.passed, report.failures()
     assert report.max_abs > 1e-5  # really reduced precision, not a float32 copy
+    if precision is Precision.INT8:  # the recipe (targets/onnx/quantize.py): which Convs stay float
+        dequantised = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+        convs = [n for n in graph.graph.node if n.op_type == "Conv"]
+        float_convs = {n.name for n in convs if n.input[1] not in dequantised}
+        assert {n.name for n in convs if n.name.startswith("/box_filter")} <= float_convs  # refiner: was int8
+        assert "/project_mat/conv/Conv" in float_convs and convs[0].name in float_convs  # head, stem
+        assert all(n.name in float_convs for n in convs if "/gru/" in n.name)
+        assert any("/decoder/decode0/" in n.name for n in convs if n.name not in float_convs)  # stays int8
+        assert len(float_convs) < len(convs) / 2
 
 
 def test_resnet50_and_fast_guided_filter_export(tmp_path_factory):

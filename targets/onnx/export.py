@@ -92,8 +92,8 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
             details["compute"] = "float16 (ratio/size arithmetic float32)"
         elif precision == Precision.INT8:
             graph = quantize_int8(model, spec, graph, work, request)
-            details["compute"] = ("int8 QDQ Conv (per-channel weights); output projection, refiner and all "
-                                  "non-Conv ops float32")
+            details["compute"] = ("int8 QDQ Conv (per-channel weights); stem, first three blocks, ConvGRUs, "
+                                  "output projection, refiner and all non-Conv ops float32")
         else:
             details["compute"] = "float32"
         if mobile:  # after the precision steps: the empty inputs must stay float32 initializers

@@ -1,5 +1,17 @@
 """int8 ONNX: ONNX Runtime static quantisation (QDQ, per-channel weights) of Conv only, calibrated on frames of
-the generated scene with the states the fp32 PyTorch model really produces; resize/ratio arithmetic stays float."""
+the generated scene with the states the fp32 PyTorch model really produces; resize/ratio arithmetic stays float.
+
+Convs kept in float (:func:`float_convs`), the recipe OpenVINO's int8 IR uses (targets/openvino/quantize.py),
+found from the graph's structure and the module scopes in the node names:
+- the head: every Conv that no recurrent state output depends on (``project_mat`` and the whole refiner: its box
+  filters average the guide and its variances are differences of nearly equal means, which 8 bits destroy), except
+  the output block ``decode0``;
+- the stem: the backbone's first Conv (it reads the frame itself);
+- FLOAT_SCOPES: the ConvGRUs (quantised, the recurrent states drift) and MobileNetV3's first three blocks (the
+  decoder's finest skips).
+Node names alone did not find the refiner before: the traced wrapper calls it outside the ``/refiner/`` scope, so its
+convolutions (``/box_filter/Conv``, ``/conv/conv.0/Conv``...) were quantised.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,13 +22,44 @@ from rvm_export.core.errors import ExportFailedError
 from rvm_export.core.request import ExportRequest
 from rvm_export.core.spec import IOSpec
 
-__all__ = ["quantize_int8", "FLOAT_SCOPES"]
+__all__ = ["quantize_int8", "float_convs", "FLOAT_SCOPES"]
+
+# Module scopes whose Convs stay float (node-name substrings), as for OpenVINO's int8 IR.
+FLOAT_SCOPES = {"mobilenetv3": ("/gru/", "/backbone/features.1/", "/backbone/features.2/", "/backbone/features.3/"),
+                "resnet50": ("/gru/",)}
+_OUTPUT_BLOCK = "/decoder/decode0/"  # after the last state, but most of the head's multiply-adds: stays int8
 
 
-# Convs kept in float in int8 models: the output projection and the refiner write alpha and foreground directly,
-# where one 8-bit step of their activation range is a visible error (pha MAD 0.026 -> 0.007 on the golden model);
-# together they are well under 1 % of the multiply-adds.
-FLOAT_SCOPES = ("/project_mat/", "/refiner/")
+def float_convs(graph, variant: str = "mobilenetv3") -> dict[str, str]:
+    """``{node name: why}`` for every Conv of the fp32 ModelProto ``graph`` that stays float (module docstring).
+
+    Raises ExportFailedError when the graph lacks the state outputs r1o..r4o (the head cannot be found)."""
+    from rvm_export.core.names import STATE_OUTPUTS
+
+    producers = {out: node for node in graph.graph.node for out in node.output}
+    if not all(name in producers for name in STATE_OUTPUTS):
+        raise ExportFailedError("cannot find the state outputs r1o..r4o in the ONNX graph to keep its head float")
+    feeds_a_state: set[int] = set()
+    pending = [producers[name] for name in STATE_OUTPUTS]
+    while pending:
+        node = pending.pop()
+        if id(node) in feeds_a_state:
+            continue
+        feeds_a_state.add(id(node))
+        pending.extend(producers[name] for name in node.input if name in producers)
+    convs = [node for node in graph.graph.node if node.op_type == "Conv"]
+    kept: dict[str, str] = {}
+    if convs:
+        kept[convs[0].name] = "stem: the backbone's first convolution reads the frame"
+    scopes = FLOAT_SCOPES.get(variant, FLOAT_SCOPES["mobilenetv3"])
+    for node in convs:
+        scope = next((s for s in scopes if s in node.name), None)
+        if id(node) not in feeds_a_state and _OUTPUT_BLOCK not in node.name:
+            kept[node.name] = "head: writes alpha/foreground after the last state (project_mat, refiner)"
+        elif scope is not None:
+            kept[node.name] = f"scope {scope}: " + ("recurrent state drift" if scope == "/gru/" else
+                                                    "the decoder's finest skip")
+    return kept
 
 
 class _FeedReader:
@@ -47,10 +90,9 @@ def quantize_int8(model, spec: IOSpec, graph, work: Path, request: ExportRequest
     out = work / "int8.onnx"
     onnx.save(graph, str(fp32))
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    float_heads = [n.name for n in onnx.load(str(pre)).graph.node
-                   if n.op_type == "Conv" and any(k in n.name for k in FLOAT_SCOPES)]
+    kept = float_convs(onnx.load(str(pre)), spec.variant)
     quantize_static(str(pre), str(out), _FeedReader(feeds, spec.input_names), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=float_heads)
+                    nodes_to_exclude=list(kept))
     return onnx.load(str(out))
