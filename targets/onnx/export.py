@@ -59,7 +59,8 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
 
     Other targets call this for an fp32 ONNX intermediate (``request=None``). ``tail``: the refiner tail's layout
     (targets/refiner_tail.py); ONNX Runtime runs grouped_sum fastest, OpenVINO asks for phases. ``ort_cpu``: the
-    layout edits of targets/onnx/cpu_layout.py for ONNX Runtime's CPU provider (the channel padding in fp32 only).
+    layout edits of targets/onnx/cpu_layout.py for ONNX Runtime's CPU provider (the channel padding in fp32 and
+    int8, whose padded convolutions stay float).
     ``mobile``: trace under ``targets.traced.rewrites.mobile_friendly`` (hardswish, hardsigmoid and the channel mean
     as PyTorch's own elementary ops) and give Resize nodes explicit empty optional inputs (mobile.py), so NNAPI and
     both CoreML providers list every op; the ONNX target asks for it for its static graphs.
@@ -74,7 +75,7 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
         _trace(model, spec, raw, opset, tail, mobile)
         graph = _simplify(onnx.load(str(raw)), spec)
         _declare_shapes(graph, spec)
-        layout = cpu_layout(graph, pad_channels=precision == Precision.FP32) if ort_cpu else None
+        layout = cpu_layout(graph, pad_channels=precision in (Precision.FP32, Precision.INT8)) if ort_cpu else None
         details: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx (TorchScript-based, dynamo=False)",
                                    "simplifier": "onnxsim", "nodes": len(graph.graph.node),
                                    "io_dtype": "float32", "downsample": (
@@ -93,7 +94,8 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
         elif precision == Precision.INT8:
             graph = quantize_int8(model, spec, graph, work, request)
             details["compute"] = ("int8 QDQ Conv (per-channel weights); stem, first three blocks, ConvGRUs, "
-                                  "output projection, refiner and all non-Conv ops float32")
+                                  "decoder image-concat convs, output projection, refiner and all non-Conv ops "
+                                  "float32")
         else:
             details["compute"] = "float32"
         if mobile:  # after the precision steps: the empty inputs must stay float32 initializers
