@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..verify import verify_folder
-from .common import add_common, add_temporal, positive_int, seed, temporal_clips
+from .common import add_common, add_temporal, frame_count, seed, temporal_clips
 
 __all__ = ["add_arguments", "run", "HELP"]
 
@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("folder", type=Path)
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="the weights the folder was exported from (default: the seeded default model)")
-    p.add_argument("--frames", type=positive_int, default=30)
+    p.add_argument("--frames", type=frame_count, default=30, help="parity rollout length (1 .. 10000; default 30)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=seed, default=0)
     add_temporal(p)
