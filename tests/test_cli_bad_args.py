@@ -117,6 +117,18 @@ def test_an_empty_output_path_is_refused(command, foreign, tmp_path, capsys, no_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.onnx"]
 
 
+@pytest.mark.parametrize("args", [["--target", "onnx", "--checkpoint", ""], ["verify", ""], ["bench", ""],
+                                  ["bench", "--foreign", ""], ["matte", "", "--model", "m.onnx", "--alpha", "a"],
+                                  ["matte", "in.png", "--model", "", "--alpha", "a"]],
+                         ids=["checkpoint", "verify", "bench", "foreign", "matte-input", "matte-model"])
+def test_an_empty_input_path_is_refused(args, tmp_path, capsys, no_work, monkeypatch):
+    """``Path("")`` is the current folder: "checkpoint not found: ." named the wrong problem."""
+    pytest.importorskip("av")
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == ExitCode.USAGE
+    _one_error(capsys.readouterr().err, "an empty path")
+
+
 def test_a_folder_where_the_json_goes_is_refused(foreign, tmp_path, capsys, no_work):
     assert main(["bench", "--foreign", str(foreign), "--json", str(tmp_path)]) == ExitCode.USAGE
     _one_error(capsys.readouterr().err, "is a folder, not a file")

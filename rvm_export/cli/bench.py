@@ -14,7 +14,7 @@ from targets import get_target
 
 from ..bench import BenchEntry, bench_side_by_side, format_table, machine_info
 from ..folder import artifacts_from_manifest, read_manifest
-from rvm_export.core.args import MAX_FRAMES, MAX_SETTLE_MS, bounded_int, non_negative_float
+from rvm_export.core.args import MAX_FRAMES, MAX_SETTLE_MS, bounded_int, input_path, non_negative_float
 
 from .common import add_common, frame_count, output_path
 
@@ -25,8 +25,8 @@ HELP = "time artifacts side by side (interleaved, medians)"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """This command's arguments, added to its sub-parser."""
-    p.add_argument("paths", nargs="*", type=Path, help="export folders (with manifest.json) or .onnx files")
-    p.add_argument("--foreign", action="append", type=Path, default=[],
+    p.add_argument("paths", nargs="*", type=input_path, help="export folders (with manifest.json) or .onnx files")
+    p.add_argument("--foreign", action="append", type=input_path, default=[],
                    help="an ONNX file made elsewhere with the original I/O names (src, r1i..r4i, downsample_ratio)")
     p.add_argument("--resolution", action="append", default=None, metavar="WxH[@R]",
                    help="repeatable (default 1280x720)")

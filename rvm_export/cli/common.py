@@ -16,7 +16,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     """--threads and --quiet, which every command takes."""
     parser.add_argument("--threads", type=threads, default=None,
                         help="intra-op threads for every runtime and PyTorch (default: the runtime's default)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars, and no INFO lines of the runtimes (LiteRT, coremltools, TensorFlow)")
 
 
 def add_temporal(parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from rvm_export.core.names import DEFAULT_OPSET
 from rvm_export.core.spec import Layout, Precision
 
 from ..pipeline import RunConfig, resolve_targets, run_export
-from rvm_export.core.args import MAX_FRAMES, MAX_GOLDEN_FRAMES, bounded_int
+from rvm_export.core.args import MAX_FRAMES, MAX_GOLDEN_FRAMES, bounded_int, input_path
 
 from .common import add_common, add_temporal, frame_count, output_folder, seed, temporal_clips
 
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", action="append", required=True, metavar="NAME",
                    help="onnx, openvino, tflite, coreml, cuda, web, or all (= the file formats); repeatable or "
                         "comma-separated")
-    p.add_argument("--checkpoint", type=Path, default=None,
+    p.add_argument("--checkpoint", type=input_path, default=None,
                    help=".pth or .safetensors; without it a seeded, UNTRAINED default model is exported")
     p.add_argument("--variant", choices=("mobilenetv3", "resnet50"), default=None,
                    help="default: what the checkpoint looks like (mobilenetv3 for the default model)")

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 __all__ = ["positive_int", "seed", "threads", "OneLineParser", "bounded_int", "non_negative_float", "output_path",
-           "output_folder", "output_path_problem", "one_line", "MAX_FRAMES", "MAX_TEMPORAL_FRAMES", "MAX_GOLDEN_FRAMES",
-           "MAX_SETTLE_MS"]
+           "output_folder", "input_path", "output_path_problem", "one_line", "MAX_FRAMES", "MAX_TEMPORAL_FRAMES",
+           "MAX_GOLDEN_FRAMES", "MAX_SETTLE_MS"]
 
 # Parity, benchmark and golden rollouts: 10 000 frames is 6:40 of 25 fps video; parity at 1280x720 steps PyTorch and
 # each artifact (about 0.2-0.5 s a frame on 2 cores), so 10 000 frames is already hours of work.
@@ -131,6 +131,13 @@ def output_path_problem(path: Path | str, kind: str | None = None) -> str | None
     if not os.access(probe, os.W_OK | os.X_OK):
         return f"{probe} is not writable"
     return None
+
+
+def input_path(text: str) -> Path:
+    """argparse type: a file or folder to read; refuses an empty path (``Path("")`` would be the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a file or folder")
+    return Path(text)
 
 
 def output_path(text: str) -> Path:

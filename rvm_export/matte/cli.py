@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from rvm_export.core.args import OneLineParser, one_line, output_path, output_path_problem, positive_int, threads
+from rvm_export.core.args import (OneLineParser, input_path, one_line, output_path, output_path_problem, positive_int,
+                                  threads)
 from rvm_export.core.errors import ExitCode, RvmExportError, UsageError
 
 from .cuts import DEFAULT_THRESHOLD
@@ -59,8 +60,9 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
     """Add every ``matte`` argument to ``parser`` (the lead mounts it as the ``matte`` subcommand)."""
     parser.description = ("Matte a video, an image folder or an image with an exported model (or a checkpoint): "
                           "composite, alpha, foreground and RGBA outputs; decoding, inference and encoding overlap.")
-    parser.add_argument("input", type=Path, help="video file (anything PyAV decodes), folder of images, or one image")
-    parser.add_argument("--model", type=Path, required=True,
+    parser.add_argument("input", type=input_path,
+                        help="video file (anything PyAV decodes), folder of images, or one image")
+    parser.add_argument("--model", type=input_path, required=True,
                         help="export folder (artifact picked from manifest.json for the frame size), one artifact "
                              "(.onnx, OpenVINO .xml, .tflite) or a checkpoint (.pth/.safetensors, run by PyTorch)")
     parser.add_argument("--artifact", default=None, help="artifact of the export folder to use (its file name)")
@@ -102,10 +104,11 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--frames", type=positive_int, default=None, help="matte only the first N frames")
     run.add_argument("--fps", type=float, default=25.0, help="frame rate of image inputs (default 25)")
     run.add_argument("--queue", type=positive_int, default=3, help="frames waiting between stages (default 3)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress bar, and no INFO lines of the runtimes (LiteRT, coremltools, TensorFlow)")
     run.add_argument("--summary-json", type=output_path, default=None, help="also write the run's summary here")
     cmp = parser.add_argument_group("compare two models")
-    cmp.add_argument("--compare", type=Path, default=None, help="a second model run on the same frames")
+    cmp.add_argument("--compare", type=input_path, default=None, help="a second model run on the same frames")
     cmp.add_argument("--compare-artifact", default=None, help="artifact of the second model's export folder")
     cmp.add_argument("--compare-video", type=_output, default=None, help="side-by-side composite: model | --compare")
     cmp.add_argument("--compare-plot", type=output_path, default=None, help="PNG of the per-frame alpha difference")
