@@ -139,8 +139,8 @@ def test_a_folder_where_the_json_goes_is_refused(foreign, tmp_path, capsys, no_w
     (["--frames", "10001"], "argument --frames: must be in 1 .. 10000, got 10001"),
     (["--bench-frames", "10001"], "argument --bench-frames: must be in 1 .. 10000"),
     (["--temporal", "20001"], "argument --temporal: must be in 8 .. 20000 (or 0: off), got 20001"),
-    (["--temporal", "5"], "must be in 8 .. 20000 (or 0: off), got 5"),
-    (["--temporal-window", "0"], "argument --temporal-window: must be in 1 .. 20000"),
+    (["--temporal", "5"], "must be at least 8: 8 .. 20000 (or 0: off), got 5"),
+    (["--temporal-window", "0"], "argument --temporal-window: must be at least 1: 1 .. 20000"),
     (["--golden-frames", "101"], "argument --golden-frames: must be in 1 .. 100 (or 0: none), got 101"),
     (["--frames", "\uff19"], "must be an integer (ASCII digits)"),
     (["--frames", "1_000"], "must be an integer (ASCII digits)"),
@@ -177,8 +177,8 @@ def test_the_python_api_takes_the_same_bounds():
     (["--baseline", "nosuchrow"], "--baseline 'nosuchrow' is not a row of this run; rows: foreign:foreign.onnx"),
     (["--settle-ms", "-5"], "argument --settle-ms: must be in 0 .. 10000, got '-5'"),
     (["--settle-ms", "nan"], "argument --settle-ms: must be in 0 .. 10000, got 'nan'"),
-    (["--warmup", "-1"], "argument --warmup: must be in 0 .. 10000, got -1"),
-    (["--rounds", "0"], "argument --rounds: must be in 1 .. 10000"),
+    (["--warmup", "-1"], "argument --warmup: must be at least 0: 0 .. 10000, got -1"),
+    (["--rounds", "0"], "argument --rounds: must be at least 1: 1 .. 10000"),
     (["--resolution", "96x54@"], "ends with '@' but gives no ratio"),
 ], ids=["baseline", "settle-negative", "settle-nan", "warmup", "rounds", "resolution"])
 def test_bench_arguments_are_refused_before_any_work(args, text, foreign, capsys, no_work):

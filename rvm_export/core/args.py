@@ -69,8 +69,10 @@ def bounded_int(low: int, high: int, zero_means: str | None = None):
         value = _ascii_int(text)
         if value == 0 and zero_means is not None:
             return 0
-        if not low <= value <= high:
-            off = f" (or 0: {zero_means})" if zero_means is not None else ""
+        off = f" (or 0: {zero_means})" if zero_means is not None else ""
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}: {low} .. {high}{off}, got {value}")
+        if value > high:
             raise argparse.ArgumentTypeError(f"must be in {low} .. {high}{off}, got {value}")
         return value
 
@@ -149,8 +151,8 @@ def output_path(text: str) -> Path:
 
 
 def output_folder(text: str) -> Path:
-    """argparse type: a folder to write (see :func:`output_path_problem`)."""
-    problem = output_path_problem(text, "folder")
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
+    """argparse type of ``--out``: a non-empty path (the folder itself is checked by ``rvm_export.outdir``, which names
+    a file on the way or a read-only file system before any work)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(output_path_problem(text))
     return Path(text)
