@@ -186,6 +186,11 @@ def test_bench_arguments_are_refused_before_any_work(args, text, foreign, capsys
     _one_error(capsys.readouterr().err, text)
 
 
+def test_bench_foreign_that_does_not_exist(tmp_path, capsys, no_work):
+    assert main(["bench", "--foreign", str(tmp_path / "nosuch.onnx")]) == ExitCode.USAGE
+    _one_error(capsys.readouterr().err, "nosuch.onnx: no such file")
+
+
 def test_bench_api_refuses_bad_counts():
     from rvm_export.bench import bench_side_by_side
     from rvm_export.core.bucket import Bucket

@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rvm_export.core.args import MAX_FRAMES, MAX_SETTLE_MS, bounded_int, input_path, non_negative_float
 from rvm_export.core.atomic import write_json_atomic
 from rvm_export.core.bucket import Bucket, parse_bucket
 from rvm_export.core.errors import ExitCode, InputError, UsageError
@@ -14,8 +15,6 @@ from targets import get_target
 
 from ..bench import BenchEntry, bench_side_by_side, format_table, machine_info
 from ..folder import artifacts_from_manifest, read_manifest
-from rvm_export.core.args import MAX_FRAMES, MAX_SETTLE_MS, bounded_int, input_path, non_negative_float
-
 from .common import add_common, frame_count, output_path
 
 __all__ = ["add_arguments", "run", "HELP"]
