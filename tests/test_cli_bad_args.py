@@ -87,6 +87,12 @@ def test_an_output_under_a_file_is_refused_before_any_work(where, a_file, foreig
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["afile.txt", "foreign.onnx", "in.png"])
 
 
+def test_matte_queue_is_bounded(tmp_path, capsys, no_work):
+    pytest.importorskip("av")
+    assert _matte("in.png", "--model", "m.onnx", "--alpha", str(tmp_path / "a"), "--queue", "100000") == 2
+    _one_error(capsys.readouterr().err, "argument --queue: must be in 1 .. 64, got 100000")
+
+
 def test_matte_request_checks_every_output_path_before_reading(a_file, tmp_path):
     """The Python API refuses it too (exit 2 class), in check_paths, the first step of a run."""
     pytest.importorskip("av")

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from rvm_export.core.args import (OneLineParser, input_path, one_line, output_path, output_path_problem, positive_int,
-                                  threads)
+from rvm_export.core.args import (OneLineParser, bounded_int, input_path, one_line, output_path, output_path_problem,
+                                  positive_int, threads)
 from rvm_export.core.errors import ExitCode, RvmExportError, UsageError
 
 from .cuts import DEFAULT_THRESHOLD
@@ -26,6 +26,7 @@ from .fit import FIT_MODES
 __all__ = ["build_matte_parser", "run_matte", "request_from_args", "main"]
 
 INTERRUPTED = 130
+MAX_QUEUE = 64  # frames between two stages, each a few full-size float32 planes (about 100 MB a frame at 3840x2160)
 
 
 def _output(text: str) -> Path:
@@ -103,7 +104,8 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
     run = parser.add_argument_group("run")
     run.add_argument("--frames", type=positive_int, default=None, help="matte only the first N frames")
     run.add_argument("--fps", type=float, default=25.0, help="frame rate of image inputs (default 25)")
-    run.add_argument("--queue", type=positive_int, default=3, help="frames waiting between stages (default 3)")
+    run.add_argument("--queue", type=bounded_int(1, MAX_QUEUE), default=3,
+                     help=f"frames waiting between stages (1 .. {MAX_QUEUE}; default 3)")
     run.add_argument("--quiet", action="store_true",
                      help="no progress bar, and no INFO lines of the runtimes (LiteRT, coremltools, TensorFlow)")
     run.add_argument("--summary-json", type=output_path, default=None, help="also write the run's summary here")
