@@ -101,6 +101,9 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--frames", type=_positive_int, default=None, help="matte only the first N frames")
     run.add_argument("--fps", type=float, default=25.0, help="frame rate of image inputs (default 25)")
     run.add_argument("--queue", type=_positive_int, default=3, help="frames waiting between stages (default 3)")
+    run.add_argument("--pipeline-nice", type=int, default=10, metavar="0-19",
+                     help="nice increment of the decode and encode threads, so the model keeps the cores it is "
+                          "waited on (Linux; default 10; 0: same priority as the model)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.add_argument("--summary-json", type=Path, default=None, help="also write the run's summary here")
     cmp = parser.add_argument_group("compare two models")
@@ -124,7 +127,8 @@ def request_from_args(args: argparse.Namespace):
         scene_cut_threshold=args.scene_cut_threshold, encode=encode, audio=args.audio, fps=args.fps,
         max_frames=args.frames, compare=args.compare, compare_artifact=args.compare_artifact,
         compare_video=args.compare_video, compare_plot=args.compare_plot, overwrite=args.overwrite,
-        threads=args.threads, device=args.device, queue_depth=args.queue, progress=not args.quiet)
+        threads=args.threads, device=args.device, queue_depth=args.queue,
+        pipeline_nice=args.pipeline_nice, progress=not args.quiet)
 
 
 def _report(summary) -> str:
