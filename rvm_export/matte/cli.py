@@ -106,6 +106,9 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--fps", type=float, default=25.0, help="frame rate of image inputs (default 25)")
     run.add_argument("--queue", type=bounded_int(1, MAX_QUEUE), default=3,
                      help=f"frames waiting between stages (1 .. {MAX_QUEUE}; default 3)")
+    run.add_argument("--pipeline-nice", type=bounded_int(0, 19), default=10, metavar="0-19",
+                     help="nice increment of the decode and encode threads, so the model keeps the cores it is "
+                          "waited on (Linux; default 10; 0: same priority as the model)")
     run.add_argument("--quiet", action="store_true",
                      help="no progress bar, and no INFO lines of the runtimes (LiteRT, coremltools, TensorFlow)")
     run.add_argument("--summary-json", type=output_path, default=None, help="also write the run's summary here")
@@ -143,7 +146,8 @@ def request_from_args(args: argparse.Namespace):
         scene_cut_threshold=args.scene_cut_threshold, encode=encode, audio=args.audio, fps=args.fps,
         max_frames=args.frames, compare=args.compare, compare_artifact=args.compare_artifact,
         compare_video=args.compare_video, compare_plot=args.compare_plot, overwrite=args.overwrite,
-        threads=args.threads, device=args.device, queue_depth=args.queue, progress=not args.quiet)
+        threads=args.threads, device=args.device, queue_depth=args.queue,
+        pipeline_nice=args.pipeline_nice, progress=not args.quiet)
 
 
 def _report(summary) -> str:

@@ -45,6 +45,7 @@ class MatteRequest:
     threads: int | None = None  # runtime intra-op threads; None = the runtime's default
     device: str = "cpu"  # cpu, or cuda (checkpoints and CUDA/ONNX artifacts)
     queue_depth: int = 3  # frames waiting between two stages (memory: about 3 frames per stage)
+    pipeline_nice: int = 10  # nice increment of the decode/encode threads (Linux; 0 = the model's priority)
     progress: bool = True  # tqdm bar on stderr
 
     def __post_init__(self) -> None:
@@ -69,6 +70,8 @@ class MatteRequest:
             raise UsageError(f"--frames must be at least 1, got {self.max_frames}")
         if self.queue_depth < 1:
             raise UsageError(f"--queue must be at least 1, got {self.queue_depth}")
+        if not 0 <= self.pipeline_nice <= 19:
+            raise UsageError(f"--pipeline-nice must be 0..19, got {self.pipeline_nice}")
         if self.compare is None and (self.compare_video or self.compare_plot or self.compare_artifact):
             raise UsageError("--compare-video, --compare-plot and --compare-artifact need --compare M2")
         if self.compare is not None and not (self.compare_video or self.compare_plot):
