@@ -176,7 +176,10 @@ def _convert_fp32(model, spec: IOSpec, exact_resize: bool) -> tuple[bytes, dict[
     wrapper = _named_outputs(StaticContract(model.eval(), spec, exact_resize=exact_resize, tail=TAIL))
     inputs = dict(zip(spec.input_names, example_inputs(spec)))
     try:
-        with export_friendly(model), gpu_friendly(), torch.no_grad(), warnings.catch_warnings():
+        # scale_before_pool: no PAD feeds an AVERAGE_POOL_2D, which LiteRT's GPU accelerator would merge into the
+        # pool's padding and stop counting (docs/tflite.md)
+        with export_friendly(model, scale_before_pool=True), gpu_friendly(), torch.no_grad(), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")
             content = bytes(litert_torch.convert(wrapper, sample_kwargs=inputs).model_content())
     except Exception as exc:  # torch.export and the MLIR converter raise many types; keep the message
