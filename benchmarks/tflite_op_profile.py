@@ -51,8 +51,15 @@ def _one_op_models(content: bytes):
         one.subgraphs = [sub]
         one.buffers = [b if i in keep or i == 0 else empty for i, b in enumerate(model.buffers)]
         one.signatureDefs, one.metadata = [], []
-        shapes = [list(graph.tensors[t].shape) for t in op.outputs]
+        shapes = [[int(v) for v in graph.tensors[t].shape] for t in op.outputs]
         yield index, name, shapes, bytes(fb.convert_object_to_bytearray(one))
+
+
+def _is_full_res(shape, pixels: int) -> bool:
+    """Whether a tensor of ``shape`` holds frame-sized planes: one axis, or two adjacent ones (H, W), span the frame's
+    H * W pixels (a low-res tensor with as many values spreads them over three axes)."""
+    dims = [int(v) for v in shape]
+    return pixels in dims or any(dims[i] * dims[i + 1] == pixels for i in range(len(dims) - 1))
 
 
 def _input_sizes(content: bytes) -> list[int]:
@@ -88,11 +95,11 @@ def profile(path: Path, threads: int = 2, runs: int = 5) -> dict:
     rows = []
     for index, name, shapes, one in _one_op_models(content):
         rows.append({"index": index, "op": name, "out": shapes, "ms": _time(one, threads, runs),
-                     "full_res": max((int(np.prod(s)) for s in shapes), default=0) >= pixels})
+                     "full_res": any(_is_full_res(s, pixels) for s in shapes)})
     by_op: dict[str, list[float]] = defaultdict(list)
     for row in rows:
         by_op[("full-res " if row["full_res"] else "") + row["op"]].append(row["ms"])
-    return {"file": str(path), "threads": threads, "whole_model_ms": whole,
+    return {"file": str(path), "threads": threads, "pixels": pixels, "whole_model_ms": whole,
             "sum_of_ops_ms": sum(r["ms"] for r in rows), "ops": rows,
             "by_op": {k: {"count": len(v), "ms": sum(v)} for k, v in sorted(by_op.items(), key=lambda kv: -sum(kv[1]))}}
 
@@ -108,6 +115,17 @@ def table(report: dict, top: int) -> str:
     for row in sorted(report["ops"], key=lambda r: -r["ms"])[:top]:
         lines.append(f"| {row['index']} | {row['op']} | {' '.join(map(str, row['out']))} | {row['ms']:.2f} |")
     return "\n".join(lines)
+
+
+def regroup(report: dict) -> dict:
+    """Recompute ``full_res`` and ``by_op`` of a saved report (from the src input's size, in ``pixels``)."""
+    pixels = report["pixels"]
+    by_op: dict[str, list[float]] = defaultdict(list)
+    for row in report["ops"]:
+        row["full_res"] = any(_is_full_res(s, pixels) for s in row["out"])
+        by_op[("full-res " if row["full_res"] else "") + row["op"]].append(row["ms"])
+    report["by_op"] = {k: {"count": len(v), "ms": sum(v)} for k, v in sorted(by_op.items(), key=lambda kv: -sum(kv[1]))}
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,7 @@ __all__ = ["export", "export_bucket", "convert_fp32", "embed_metadata", "check_b
 NAME = "tflite"
 # The refiner tail in both layouts (targets/traced/refiner_tail.py). The planar tail's [N, 2, 4, H, W] view becomes
 # rank-5 RESHAPE and SLICE ops, which LiteRT's GPU accelerator refuses; grouped stays rank 4 (docs/tflite.md).
-TAIL = "grouped4"
+TAIL = "grouped"
 log = logging.getLogger(__name__)
 
 
