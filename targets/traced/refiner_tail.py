@@ -164,6 +164,6 @@ def _grouped4(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int]) -> tuple
     a_rgb, a_gray = a.split([3, 1], dim=1)
     scale = last(_up(torch.cat([a_rgb + 1.0, a_gray * (1.0 / 3.0)], dim=1), size))  # [N, H, W, 4]
     offset = last(_up(b, size))
-    out = (scale * torch.matmul(last(src), matrix(_EXTEND)) + offset).clamp(0.0, 1.0)
-    fgr, pha = torch.matmul(out, matrix(_PICK_RGB)), torch.matmul(out, matrix(_PICK_ALPHA))
+    out = (scale * F.linear(last(src), matrix(_EXTEND).t()) + offset).clamp(0.0, 1.0)
+    fgr, pha = F.linear(out, matrix(_PICK_RGB).t()), F.linear(out, matrix(_PICK_ALPHA).t())
     return fgr.permute(0, 3, 1, 2), pha.permute(0, 3, 1, 2)
