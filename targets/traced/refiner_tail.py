@@ -14,14 +14,14 @@ except ``phases``, which is only built for a whole-number upsampling factor (nev
   full-resolution frame took ~4 ms at 1080p (a strided reduction), the MatMul a tenth of that (one pass, MLAS).
 - ``planar``: all eight coefficient planes in one resize, viewed as [N, 2, 4, H, W]. Used where ``phases`` does not
   apply (dynamic graphs, fractional factors) by targets that asked for it.
-- ``grouped4``: channels last, written for XNNPACK (measured for TFLite and not adopted there, docs/decisions.md
-  45 and docs/tflite.md): A' = [A_rgb + 1, A_gray / 3] and b each in one 4-channel resize (XNNPACK's resize costs
-  about as much per pixel for 1 channel as for 4), ``src`` extended to [r, g, b, r + g + b] by a [3, 4] matmul (a
-  FULLY_CONNECTED: XNNPACK's channel MEAN of a full-res frame took about as long as a resize), one 4-channel
-  multiply-add and clamp, and ``fgr`` / ``pha`` taken out by [4, 3] / [4, 1] 0-1 matmuls (exact: each output is
-  one product by 1 plus zeros). Its permutes cancel against an NHWC graph's boundary permutes (no TRANSPOSE at full
-  resolution); an NCHW graph keeps two (src in, fgr out). Known defect: in a whole 256x144 NHWC graph the converter
-  makes the [4, 1] pick a BATCH_MATMUL, which LiteRT's GPU accelerator (SwiftShader) computes wrong (pha off by ~1).
+- ``grouped4``: channels last, TFLite's choice (XNNPACK; docs/decisions.md 45, docs/tflite.md): A' = [A_rgb + 1,
+  A_gray / 3] and b each in one 4-channel resize (XNNPACK's resize costs about as much per pixel for 1 channel as
+  for 4), ``src`` extended to [r, g, b, r + g + b] by a [3, 4] linear map (FULLY_CONNECTED: XNNPACK's channel MEAN of
+  a full-res frame took about as long as a resize), one 4-channel multiply-add and clamp, and ``fgr`` / ``pha``
+  taken out by [4, 3] / [4, 1] 0-1 linear maps (exact: each output is one product by 1 plus zeros). ``F.linear``,
+  not ``matmul``: the converter made the [4, 1] matmul a BATCH_MATMUL, which LiteRT's GPU accelerator computed
+  wrong. Its permutes cancel against an NHWC graph's boundary permutes (no TRANSPOSE at full resolution); an NCHW
+  graph keeps two (src in, fgr out).
 - ``phases``: no full-resolution resize at all. When the frame is exactly ``s`` times the low-res size
   (1920x1080 @ 0.25: s = 4; 3840x2160 @ 0.125: s = 8), full-res row ``s*k + i`` of a bilinear upsample is a fixed
   blend of low-res rows k-1, k, k+1 (the weights of :func:`targets.resample.upsample_phase_weights`, edges by
