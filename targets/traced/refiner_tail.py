@@ -14,7 +14,7 @@ except ``phases``, which is only built for a whole-number upsampling factor (nev
   full-resolution frame took ~4 ms at 1080p (a strided reduction), the MatMul a tenth of that (one pass, MLAS).
 - ``planar``: all eight coefficient planes in one resize, viewed as [N, 2, 4, H, W]. Used where ``phases`` does not
   apply (dynamic graphs, fractional factors) by targets that asked for it.
-- ``grouped4``: channels last, TFLite's choice (XNNPACK; docs/decisions.md 45, docs/tflite.md): A' = [A_rgb + 1,
+- ``grouped4``: channels last, TFLite's choice (XNNPACK; docs/decisions.md 50, docs/tflite.md): A' = [A_rgb + 1,
   A_gray / 3] and b each in one 4-channel resize (XNNPACK's resize costs about as much per pixel for 1 channel as
   for 4), ``src`` extended to [r, g, b, r + g + b] by a [3, 4] linear map (FULLY_CONNECTED: XNNPACK's channel MEAN of
   a full-res frame took about as long as a resize), one 4-channel multiply-add and clamp, and ``fgr`` / ``pha``
