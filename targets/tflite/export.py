@@ -27,9 +27,11 @@ __all__ = ["export", "export_bucket", "convert_fp32", "embed_metadata", "check_b
            "int8_mode"]
 
 NAME = "tflite"
-# The refiner tail in both layouts (targets/traced/refiner_tail.py). The planar tail's [N, 2, 4, H, W] view becomes
-# rank-5 RESHAPE and SLICE ops, which LiteRT's GPU accelerator refuses; grouped stays rank 4 (docs/tflite.md).
-TAIL = "grouped"
+# The refiner tail in both layouts (targets/traced/refiner_tail.py): grouped4, two 4-channel resizes and no channel
+# MEAN (XNNPACK's resize costs per pixel whatever the channels; its full-res MEAN as much as a resize): 4K @ 0.125
+# went from 0.68-0.72x to 1.05-1.06x the original export in one side-by-side run (docs/tflite.md, decision 52). The
+# planar tail's rank-5 RESHAPE/SLICE are refused by LiteRT's GPU accelerator; grouped4 stays rank 4.
+TAIL = "grouped4"
 log = logging.getLogger(__name__)
 
 

@@ -40,6 +40,12 @@ SIGNATURE_KEY = "serving_default"
 FLOAT_SCOPES: dict[str, tuple[str, ...]] = {"dynamic": ("project_mat",), "full": ("project_mat",)}
 
 
+def _keep_tail_float(recipe, ops, algo) -> None:
+    """FULLY_CONNECTED stays float: the only ones are the grouped4 refiner tail's 0/1 linear maps at full resolution
+    (the network has none), which int8 would turn into 8-bit copies of src, fgr and pha."""
+    recipe.add_quantization_config(".*", ops.FULLY_CONNECTED, algorithm_key=algo.NO_QUANTIZE)
+
+
 def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
              calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
              float_scopes: tuple[str, ...] | None = None) -> tuple[bytes, dict[str, Any]]:
@@ -60,6 +66,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
     elif precision == "int8" and int8_mode == "dynamic":
         float_scopes = FLOAT_SCOPES["dynamic"] if float_scopes is None else float_scopes
         q.add_dynamic_config(".*", ops.ALL_SUPPORTED, num_bits=8)
+        _keep_tail_float(q, ops, algo)
         for scope in float_scopes:
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         details.update(recipe="dynamic_wi8_afp32: per-channel int8 weights, activations quantised at run time",
@@ -69,6 +76,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
             raise ExportFailedError("full int8 needs calibration feeds (rollout frames with their real states)")
         float_scopes = FLOAT_SCOPES["full"] if float_scopes is None else float_scopes
         q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+        _keep_tail_float(q, ops, algo)
         for scope in float_scopes:
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         # float32 I/O, so rKo feeds rKi with no requantisation in the app: the graph inputs stay float (the first
