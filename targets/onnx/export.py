@@ -93,7 +93,7 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
             details["compute"] = "float16 (ratio/size arithmetic float32)"
         elif precision == Precision.INT8:
             graph = quantize_int8(model, spec, graph, work, request)
-            details["compute"] = ("int8 QDQ Conv (per-channel weights); stem, first three blocks, ConvGRUs, "
+            details["compute"] = ("int8 QDQ Conv (S8S8, per-channel weights); stem, first three blocks, ConvGRUs, "
                                   "decoder image-concat convs, output projection, refiner and all non-Conv ops "
                                   "float32")
         else:

@@ -99,7 +99,7 @@ def quantize_int8(model, spec: IOSpec, graph, work: Path, request: ExportRequest
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     kept = float_convs(onnx.load(str(pre)), spec.variant)
     quantize_static(str(pre), str(out), _FeedReader(feeds, spec.input_names), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
+                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QInt8,
                     weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                     nodes_to_exclude=list(kept))
     return onnx.load(str(out))
