@@ -16,6 +16,8 @@ __all__ = ["StageTimes", "run_stages"]
 
 _END = object()
 _POLL = 0.1  # seconds between checks of the stop flag while a queue is full or empty
+
+
 def _lower_priority(increment: int) -> None:
     """Raise this thread's nice value by ``increment`` (Linux: the nice value is per thread, and threads the codecs
     start from it inherit it). Elsewhere, or without permission, nothing happens."""

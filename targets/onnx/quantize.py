@@ -40,13 +40,13 @@ def float_convs(graph, variant: str = "mobilenetv3") -> dict[str, str]:
     producers = {out: node for node in graph.graph.node for out in node.output}
     if not all(name in producers for name in STATE_OUTPUTS):
         raise ExportFailedError("cannot find the state outputs r1o..r4o in the ONNX graph to keep its head float")
-    feeds_a_state: set[int] = set()
+    feeds_a_state: set[str] = set()  # nodes by their first output's name (unique; protobuf wrappers are not)
     pending = [producers[name] for name in STATE_OUTPUTS]
     while pending:
         node = pending.pop()
-        if id(node) in feeds_a_state:
+        if node.output[0] in feeds_a_state:
             continue
-        feeds_a_state.add(id(node))
+        feeds_a_state.add(node.output[0])
         pending.extend(producers[name] for name in node.input if name in producers)
     convs = [node for node in graph.graph.node if node.op_type == "Conv"]
     kept: dict[str, str] = {}
@@ -61,7 +61,7 @@ def float_convs(graph, variant: str = "mobilenetv3") -> dict[str, str]:
         if node.name.endswith(PAD_SUFFIX) or (source is not None and padded & set(source.input)):
             kept[node.name] = ("speed: a decoder convolution over concat([x, skip, image]), zero-padded to a "
                                "multiple of 8 channels, runs faster in ONNX Runtime's float NCHWc kernel than int8")
-        elif id(node) not in feeds_a_state and _OUTPUT_BLOCK not in node.name:
+        elif node.output[0] not in feeds_a_state and _OUTPUT_BLOCK not in node.name:
             kept[node.name] = "head: writes alpha/foreground after the last state (project_mat, refiner)"
         elif scope is not None:
             kept[node.name] = f"scope {scope}: " + ("recurrent state drift" if scope == "/gru/" else
