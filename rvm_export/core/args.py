@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 
 __all__ = ["positive_int", "seed", "threads", "OneLineParser", "bounded_int", "non_negative_float", "output_path",
-           "output_folder", "input_path", "output_path_problem", "one_line", "MAX_FRAMES", "MAX_TEMPORAL_FRAMES",
-           "MAX_GOLDEN_FRAMES", "MAX_SETTLE_MS"]
+           "output_folder", "output_file_or_folder", "input_path", "output_path_problem", "one_line", "MAX_FRAMES",
+           "MAX_TEMPORAL_FRAMES", "MAX_GOLDEN_FRAMES", "MAX_SETTLE_MS"]
 
 # Parity, benchmark and golden rollouts: 10 000 frames is 6:40 of 25 fps video; parity at 1280x720 steps PyTorch and
 # each artifact (about 0.2-0.5 s a frame on 2 cores), so 10 000 frames is already hours of work.
@@ -142,12 +142,21 @@ def input_path(text: str) -> Path:
     return Path(text)
 
 
-def output_path(text: str) -> Path:
-    """argparse type: a file to write (see :func:`output_path_problem`)."""
-    problem = output_path_problem(text, "file")
+def _writable(text: str, kind: str | None) -> Path:
+    problem = output_path_problem(text, kind)
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return Path(text)
+
+
+def output_path(text: str) -> Path:
+    """argparse type: a file to write (see :func:`output_path_problem`)."""
+    return _writable(text, "file")
+
+
+def output_file_or_folder(text: str) -> Path:
+    """argparse type: a file or a folder to write (e.g. a video, or a PNG folder); see :func:`output_path_problem`."""
+    return _writable(text, None)
 
 
 def output_folder(text: str) -> Path:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from rvm_export.core.args import (OneLineParser, bounded_int, input_path, one_line, output_path, output_path_problem,
-                                  positive_int, threads)
+from rvm_export.core.args import OneLineParser, bounded_int, input_path, one_line
+from rvm_export.core.args import output_file_or_folder as _output  # a video file or a PNG folder
+from rvm_export.core.args import output_path, positive_int, threads
 from rvm_export.core.errors import ExitCode, RvmExportError, UsageError
 
 from .cuts import DEFAULT_THRESHOLD
@@ -27,14 +27,6 @@ __all__ = ["build_matte_parser", "run_matte", "request_from_args", "main"]
 
 INTERRUPTED = 130
 MAX_QUEUE = 64  # frames between two stages, each a few full-size float32 planes (about 100 MB a frame at 3840x2160)
-
-
-def _output(text: str) -> Path:
-    """argparse type of the outputs: a video file or a PNG folder (no extension); not empty, no file on the way."""
-    problem = output_path_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return Path(text)
 
 
 def _ratio(text: str) -> float | None:
