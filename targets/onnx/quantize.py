@@ -22,12 +22,13 @@ from rvm_export.core.errors import ExportFailedError
 from rvm_export.core.request import ExportRequest
 from rvm_export.core.spec import IOSpec
 
+from .cpu_layout import PAD_SUFFIX
+
 __all__ = ["quantize_int8", "float_convs", "FLOAT_SCOPES"]
 
 # Module scopes whose Convs stay float (node-name substrings), as for OpenVINO's int8 IR.
 FLOAT_SCOPES = {"mobilenetv3": ("/gru/", "/backbone/features.1/", "/backbone/features.2/", "/backbone/features.3/"),
                 "resnet50": ("/gru/",)}
-PAD_SUFFIX = "/pad_channels"  # the zero-channel 1x1 Convs of cpu_layout.pad_concat_conv_channels
 _OUTPUT_BLOCK = "/decoder/decode0/"  # after the last state, but most of the head's multiply-adds: stays int8
 
 
