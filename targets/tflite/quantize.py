@@ -45,6 +45,8 @@ WHY_FLOAT = {"project_mat": "recipe: the 16->4 output head writes alpha directly
                             "pha MAD 2.6e-2 on the golden weights (5.5e-3 float); 64 MACs per low-res pixel"}
 BOUNDARY = ("float32 I/O contract: this op writes a graph output (fgr, pha or a state rKo), so its inputs are "
             "dequantised and it runs in float; states feed back with no requantisation in the app")
+WHY_TAIL = ("recipe: the grouped4 refiner tail's FULLY_CONNECTED 0/1 picks at full resolution stay float; int8 "
+            "would make 8-bit copies of src, fgr and pha (decision 52)")
 UNCOVERED = "AI Edge Quantizer 0.10 has no int8 recipe for this op here: it stays float between DEQUANTIZE/QUANTIZE"
 
 
@@ -78,6 +80,12 @@ MIXED: tuple[Exception_, ...] = (
 )
 
 
+def _keep_tail_float(recipe, ops, algo) -> None:
+    """FULLY_CONNECTED stays float: the only ones are the grouped4 refiner tail's 0/1 linear maps at full resolution
+    (the network has none), which int8 would turn into 8-bit copies of src, fgr and pha."""
+    recipe.add_quantization_config(".*", ops.FULLY_CONNECTED, algorithm_key=algo.NO_QUANTIZE)
+
+
 def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
              calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
              float_scopes: tuple[str, ...] | None = None) -> tuple[bytes, dict[str, Any]]:
@@ -98,6 +106,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
     elif precision == "int8" and int8_mode == "dynamic":
         float_scopes = FLOAT_SCOPES["dynamic"] if float_scopes is None else float_scopes
         q.add_dynamic_config(".*", ops.ALL_SUPPORTED, num_bits=8)
+        _keep_tail_float(q, ops, algo)
         for scope in float_scopes:
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         details.update(recipe="dynamic_wi8_afp32: per-channel int8 weights, activations quantised at run time",
@@ -108,6 +117,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         float_scopes = FLOAT_SCOPES[int8_mode] if float_scopes is None else float_scopes
         exceptions = MIXED if int8_mode == "mixed" else ()
         q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+        _keep_tail_float(q, ops, algo)
         for rule in exceptions:  # later configs win in AI Edge Quantizer's recipe
             if rule.kept_as == "int16":
                 q.add_static_config(rule.scope, ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
@@ -294,6 +304,8 @@ def not_int8(content: bytes, rules: Iterable[Exception_] = (), dynamic: bool = F
         rule = next((r for r in rules if re.search(r.scope, name)), None)
         if rule is not None:
             reason = rule.reason
+        elif kind == "FULLY_CONNECTED":
+            reason = WHY_TAIL
         elif any(i in outputs for i in op.outputs) or any(_feeds_output_only(graph, i, outputs) for i in op.outputs):
             reason = BOUNDARY
         else:
