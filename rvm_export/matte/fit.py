@@ -69,14 +69,18 @@ class Fit:
 
     def to_model(self, image: np.ndarray) -> np.ndarray:
         """uint8 [3, H, W] frame -> float32 [1, 3, model_h, model_w] in [0, 1]."""
+        return to_src(self.to_model_u8(image))
+
+    def to_model_u8(self, image: np.ndarray) -> np.ndarray:
+        """uint8 [3, H, W] frame -> uint8 [3, model_h, model_w]: resized and padded, before the float conversion."""
         if self.identity:
-            return to_src(image)
+            return image
         x, y, width, height = self.inner
         resized = _resize_u8(image, width, height)
         if (width, height) != (self.model_w, self.model_h):
             pad = ((0, 0), (y, self.model_h - height - y), (x, self.model_w - width - x))
             resized = np.pad(resized, pad, mode="edge")
-        return to_src(resized)
+        return resized
 
     def from_model(self, fgr: np.ndarray, pha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Model outputs fgr [1, 3, h, w], pha [1, 1, h, w] -> float32 fgr [3, H, W], pha [H, W] at frame size."""
