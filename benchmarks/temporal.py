@@ -40,14 +40,15 @@ def _weights(name: str) -> Path:
     return path
 
 
-def _export(checkpoint: Path, bucket: str, targets: str, precisions: list[str], out: Path, threads: int) -> Path:
-    from rvm_export.cli.export import parse_buckets
+def _export(checkpoint: Path, bucket: str, targets: str, precisions: list[str], out: Path, threads: int,
+            options: list[str]) -> Path:
+    from rvm_export.cli.export import parse_buckets, parse_options
     from rvm_export.pipeline import RunConfig, resolve_targets, run_export
 
     buckets, mode = parse_buckets([bucket], "auto")
     config = RunConfig(targets=resolve_targets([targets]), out_dir=out, buckets=buckets, ratio_mode=mode,
                        checkpoint=checkpoint, precisions=tuple(precisions), frames=10, bench=False, threads=threads,
-                       progress=False)
+                       progress=False, options=parse_options(options))
     run_export(config)
     return out
 
@@ -77,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bucket", default="256x144")
     p.add_argument("--targets", default="onnx,openvino,tflite")
     p.add_argument("--precision", action="append", default=None)
+    p.add_argument("--option", action="append", default=[], metavar="TARGET.KEY=VALUE",
+                   help="export option as rvm-export takes it (e.g. tflite.int8_mode=full); repeatable")
     p.add_argument("--frames", type=int, default=1000)
     p.add_argument("--window", type=int, default=60)
     p.add_argument("--clip", action="append", default=None,
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         folder = Path(folders[name]) if name in folders else _export(
             checkpoint, args.bucket, args.targets, args.precision or ["fp32", "fp16", "int8"], work / name,
-            args.threads)
+            args.threads, args.option)
         model = load_checkpoint(checkpoint)
         records = _records(folder, args.threads, not args.with_stateful, args.only)
         check_temporal(model, records, args.frames, clips, window=args.window, progress=False,
