@@ -163,6 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     parser.add_argument("--threads", type=int, default=2, help="threads for every runtime and PyTorch (default 2)")
     parser.add_argument("--preset", default=None, help="x264 preset for both pipelines (default: matte's)")
+    parser.add_argument("--nice-ab", default="", metavar="N,N...",
+                        help="also time every artifact with these --pipeline-nice values (e.g. 0,5: decode/encode "
+                             "threads at the model's priority and at +5), interleaved with the default")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--memory", action="store_true", help="also peak RSS for 100 vs 1000 frames (looped clip)")
     parser.add_argument("--memory-clip", default=None, help="clip looped for --memory (default: --clip)")
@@ -180,6 +183,9 @@ def main(argv: list[str] | None = None) -> int:
     from rvm_export.matte.fit import Fit
     from rvm_export.matte.source import open_source
 
+    from rvm_export.matte.request import MatteRequest
+
+    nice_values = [int(v) for v in args.nice_ab.split(",") if v.strip()]
     torch.set_num_threads(args.threads)
     clip = clip_path(args.clip)
     info = probe(clip)
@@ -196,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         geometry = source.geometry_for(info.width, info.height, None, "letterbox")
         fit = Fit(info.width, info.height, geometry.width, geometry.height, "letterbox")
         runnable.append({"folder": folder, "artifact": name, "label": label, "source": source, "geometry": geometry,
-                         "fit": fit, "model_s": [], "e2e_fps": [], "stages": []})
+                         "fit": fit, "model_s": [], "e2e_fps": [], "e2e_by_nice": {}, "stages": []})
     model = load_checkpoint(args.checkpoint).eval()
     ratio = runnable[0]["geometry"].ratio if runnable else 0.375
     images = [f.image for f in decode_frames(info, args.frames)]
@@ -226,6 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                                 max_frames=args.frames, threads=args.threads, progress=False, overwrite=True,
                                 encode=encode)
                 row["e2e_fps"].append(summary.fps)
+                for nice in nice_values:
+                    other = matte(clip, row["folder"], artifact=row["artifact"], composite=work / "matte.mp4",
+                                  max_frames=args.frames, threads=args.threads, progress=False, overwrite=True,
+                                  encode=encode, pipeline_nice=nice)
+                    row["e2e_by_nice"].setdefault(nice, []).append(other.fps)
+                    print(f"  {row['label']}: matte with --pipeline-nice {nice}: {other.fps:.2f} frames/s",
+                          file=sys.stderr)
                 row["stages"].append({k: round(v / summary.frames * 1e3, 2) for k, v in summary.stages.items()})
                 print(f"  {row['label']}: model {1 / row['model_s'][-1]:.2f} frames/s, matte {summary.fps:.2f} "
                       f"frames/s end to end", file=sys.stderr)
@@ -249,11 +262,18 @@ def main(argv: list[str] | None = None) -> int:
         e2e = statistics.median(row["e2e_fps"])
         lines.append(f"| matte, {row['label']} ({row['geometry'].label}) | {model_fps:.2f} | {e2e:.2f} | "
                      f"{model_fps / e2e - 1:+.0%} | {e2e / base:.2f}x |")
+        for nice, values in row["e2e_by_nice"].items():
+            other = statistics.median(values)
+            lines.append(f"| matte, {row['label']}, --pipeline-nice {nice} | {model_fps:.2f} | {other:.2f} | "
+                         f"{model_fps / other - 1:+.0%} | {other / base:.2f}x |")
         results.append({"label": row["label"], "artifact": row["artifact"], "geometry": row["geometry"].label,
                         "model_fps": round(model_fps, 3), "e2e_fps": round(e2e, 3),
                         "overhead": round(model_fps / e2e - 1, 4), "speedup_vs_original": round(e2e / base, 3),
                         "rounds_model_fps": [round(1 / s, 3) for s in row["model_s"]],
-                        "rounds_e2e_fps": [round(v, 3) for v in row["e2e_fps"]], "stage_ms_per_frame": row["stages"]})
+                        "rounds_e2e_fps": [round(v, 3) for v in row["e2e_fps"]], "stage_ms_per_frame": row["stages"],
+                        "pipeline_nice_default": MatteRequest.pipeline_nice,
+                        "rounds_e2e_fps_by_pipeline_nice": {str(k): [round(v, 3) for v in vs]
+                                                            for k, vs in row["e2e_by_nice"].items()}})
     for label, why in skipped.items():
         lines.append(f"| matte, {label} | not run here: {why} | | | |")
     if memory:

@@ -19,6 +19,7 @@ import numpy as np
 
 from rvm_export.core.rollout import MovingScene
 from rvm_export.core.bucket import Bucket
+from rvm_export.core.errors import UsageError
 
 __all__ = ["BenchEntry", "BenchResult", "bench_side_by_side", "format_table", "machine_info"]
 
@@ -81,9 +82,15 @@ def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 
     next, so entries that follow another runtime are penalised and one that follows itself is not. Measured at
     1920x1080 @ 0.25 with three ONNX Runtime sessions: a 10-15 % bias in favour of the first entry, gone with the
     pause or with spinning off. An app running at its frame rate also idles between frames.
+
+    Raises UsageError for a bad count or pause, and for a runner that declares ``untimed_reason`` (a numerics check
+    such as coreml's MIL executor: its speed says nothing about the runtime an app uses).
     """
     if interleave not in INTERLEAVES:
         raise ValueError(f"interleave must be one of {INTERLEAVES}, got {interleave!r}")
+    if frames < 1 or warmup < 0 or rounds < 1 or not 0.0 <= settle_ms < float("inf"):
+        raise UsageError(f"bench needs frames >= 1, warmup >= 0, rounds >= 1 and a finite settle_ms >= 0; got "
+                         f"frames={frames}, warmup={warmup}, rounds={rounds}, settle_ms={settle_ms}")
     scene = MovingScene(bucket.width, bucket.height, distinct_frames, seed=7)
     clip = [scene.frame(t) for t in range(distinct_frames)]
     loaded = []
@@ -91,6 +98,8 @@ def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 
         start = time.perf_counter()
         runner = entry.load()
         load_s = time.perf_counter() - start
+        if getattr(runner, "untimed_reason", None):  # a numerics check, not a runtime (coreml's MIL executor)
+            raise UsageError(f"{entry.name} is not timed here: {runner.untimed_reason}")
         stream = runner.stream(bucket)
         start = time.perf_counter()
         stream.step(clip[0])

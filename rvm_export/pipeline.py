@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from model import CheckpointError, load_checkpoint
+from rvm_export.core.args import MAX_FRAMES, MAX_GOLDEN_FRAMES, MAX_TEMPORAL_FRAMES
 from rvm_export.core.bucket import Bucket
 from rvm_export.core.errors import (PROGRAMMING_ERRORS, ExitCode, InputError, MissingRuntimeError, RvmExportError,
                                     UsageError)
@@ -66,18 +67,21 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.ratio_mode not in RATIO_MODES:
             raise UsageError(f"ratio mode must be auto, dynamic or fixed, got {self.ratio_mode!r}")
-        if self.frames < 1:
-            raise UsageError(f"--frames must be at least 1, got {self.frames}")
+        if not str(self.out_dir).strip():
+            raise UsageError("--out is an empty path: name a folder ('.' for the current folder)")
+        for flag, value, low, high in (("--frames", self.frames, 1, MAX_FRAMES),
+                                       ("--bench-frames", self.bench_frames, 1, MAX_FRAMES),
+                                       ("--temporal-window", self.temporal_window, 1, MAX_TEMPORAL_FRAMES)):
+            if not low <= value <= high:
+                raise UsageError(f"{flag} must be in {low} .. {high}, got {value}")
         if not self.buckets:
             raise UsageError("at least one --resolution is needed")
-        if self.golden_frames < 0:
-            raise UsageError(f"--golden-frames must be 0 or more, got {self.golden_frames}")
-        if self.temporal and self.temporal < 8:
-            raise UsageError(f"--temporal must be 0 (off) or at least 8 frames, got {self.temporal}")
+        if not 0 <= self.golden_frames <= MAX_GOLDEN_FRAMES:
+            raise UsageError(f"--golden-frames must be in 0 .. {MAX_GOLDEN_FRAMES}, got {self.golden_frames}")
+        if self.temporal and not 8 <= self.temporal <= MAX_TEMPORAL_FRAMES:
+            raise UsageError(f"--temporal must be 0 (off) or in 8 .. {MAX_TEMPORAL_FRAMES} frames, got {self.temporal}")
         if self.temporal_clips and not self.temporal:
             raise UsageError("--temporal-clip needs --temporal N (the generated rollout's length)")
-        if self.temporal_window < 1:
-            raise UsageError(f"--temporal-window must be at least 1, got {self.temporal_window}")
         if not 0 <= self.seed < 2**32:
             raise UsageError(f"--seed must be in 0 .. 2**32 - 1, got {self.seed}")
 
@@ -133,11 +137,9 @@ def load_model(checkpoint: Path | None, variant: str | None, refiner: str | None
                    "weights_sha256": weights_sha256(model.state_dict())}
 
 
-def plan_export(config: RunConfig, variant: str, refiner: str, model_info: Mapping[str, Any]) -> list[PlannedExport]:
-    """Every (target, precision) with its validated request, before any work.
-
-    Reads each target's :class:`~rvm_export.core.target.TargetDescription`; parses ``--option`` values once into the
-    target's options dataclass. Raises UsageError (exit 2) or MissingRuntimeError (exit 3)."""
+def check_arguments(config: RunConfig) -> dict[str, Any]:
+    """The checks of ``--option``, ``--opset`` and ``--device`` that need no model (run before it is loaded, and again
+    by :func:`plan_export`); returns ``{target name: module}``. Raises UsageError."""
     modules = {name: get_target(name) for name in config.targets}
     unknown = sorted(set(config.options) - set(modules))
     if unknown:
@@ -147,6 +149,18 @@ def plan_export(config: RunConfig, variant: str, refiner: str, model_info: Mappi
         raise UsageError(f"--opset applies to targets that convert through ONNX "
                          f"({', '.join(n for n in REGISTRY if get_target(n).DESCRIPTION.takes_opset)}); "
                          f"{', '.join(modules)} take(s) none: drop --opset")
+    for name, module in modules.items():
+        module.DESCRIPTION.check_device(config.device)
+        module.DESCRIPTION.options.parse(name, config.options.get(name, {}))
+    return modules
+
+
+def plan_export(config: RunConfig, variant: str, refiner: str, model_info: Mapping[str, Any]) -> list[PlannedExport]:
+    """Every (target, precision) with its validated request, before any work.
+
+    Reads each target's :class:`~rvm_export.core.target.TargetDescription`; parses ``--option`` values once into the
+    target's options dataclass. Raises UsageError (exit 2) or MissingRuntimeError (exit 3)."""
+    modules = check_arguments(config)
     plan = []
     for name, module in modules.items():  # usage first: a wrong argument is wrong whatever is installed
         description = module.DESCRIPTION
@@ -216,6 +230,7 @@ def run_export(config: RunConfig) -> RunResult:
 
         for clip in config.temporal_clips:  # a clip that cannot be decoded is refused before any work
             probe(clip)
+    check_arguments(config)  # before the model is loaded: a wrong option is wrong whatever the weights
     model, model_info = load_model(config.checkpoint, config.variant, config.refiner, config.seed)
     plan = plan_export(config, model.variant, model.refiner_name, model_info)
     with folder:

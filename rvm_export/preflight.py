@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from rvm_export.core.bucket import Bucket
+from rvm_export.core.bucket import MAX_SIDE, Bucket
 from rvm_export.core.errors import UsageError
 
 __all__ = ["estimate_peak_bytes", "check_resources", "BYTES_PER_PIXEL", "BASE_BYTES"]
 
 BYTES_PER_PIXEL = 1500  # peak resident bytes per full-resolution pixel of the largest bucket (1130 measured)
 BASE_BYTES = 2 << 30  # the runtimes, the toolchain and the model themselves (1.2 GB measured with every file target)
-MAX_SIDE = 16384  # larger than any runtime's texture or tensor limit we know of (and than any camera's frame)
 
 
 def estimate_peak_bytes(buckets: Sequence[Bucket]) -> int:

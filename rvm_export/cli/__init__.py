@@ -20,9 +20,10 @@ from contextlib import contextmanager
 from typing import Iterator, Sequence
 
 from rvm_export.core import __version__
-from rvm_export.core.args import OneLineParser
+from rvm_export.core.args import OneLineParser, one_line
 from rvm_export.core.errors import ExitCode, RvmExportError
 
+from ..quiet import flush_all, native_output_filtered, quiet_third_party
 from . import bench, export, matte, targets, verify
 
 __all__ = ["main", "build_parser", "COMMANDS", "DEFAULT_COMMAND"]
@@ -79,9 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with _sigterm_as_interrupt():
             args = build_parser().parse_args(argv)
-            return int(args.run(args))
+            quiet = getattr(args, "quiet", False)
+            if quiet:
+                quiet_third_party()
+            with native_output_filtered(quiet):  # --quiet: the runtimes' INFO lines dropped (rvm_export/quiet.py)
+                return int(args.run(args))
     except RvmExportError as exc:
-        print(f"rvm-export: error: {exc}", file=sys.stderr)
+        exc.__traceback__ = None  # release the runtimes the frames hold before the last line (rvm_export/quiet.py)
+        flush_all()
+        print(f"rvm-export: error: {one_line(exc)}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)

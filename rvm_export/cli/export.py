@@ -11,7 +11,9 @@ from rvm_export.core.names import DEFAULT_OPSET
 from rvm_export.core.spec import Layout, Precision
 
 from ..pipeline import RunConfig, resolve_targets, run_export
-from .common import add_common, add_temporal, positive_int, seed, temporal_clips
+from rvm_export.core.args import MAX_FRAMES, MAX_GOLDEN_FRAMES, bounded_int, input_path
+
+from .common import add_common, add_temporal, frame_count, output_folder, seed, temporal_clips
 
 __all__ = ["add_arguments", "run", "parse_options", "parse_buckets", "DEFAULT_RESOLUTION", "HELP"]
 
@@ -24,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", action="append", required=True, metavar="NAME",
                    help="onnx, openvino, tflite, coreml, cuda, web, or all (= the file formats); repeatable or "
                         "comma-separated")
-    p.add_argument("--checkpoint", type=Path, default=None,
+    p.add_argument("--checkpoint", type=input_path, default=None,
                    help=".pth or .safetensors; without it a seeded, UNTRAINED default model is exported")
     p.add_argument("--variant", choices=("mobilenetv3", "resnet50"), default=None,
                    help="default: what the checkpoint looks like (mobilenetv3 for the default model)")
@@ -42,14 +44,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=[x.value for x in Layout], default="NCHW",
                    help="tensor layout at the model boundary, for targets that offer it (tflite)")
     p.add_argument("--opset", type=int, default=None, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--out", type=Path, default=Path("exports"), help="output folder (default: exports)")
-    p.add_argument("--frames", type=positive_int, default=30, help="parity rollout length in frames (default 30)")
+    p.add_argument("--out", type=output_folder, default=Path("exports"), help="output folder (default: exports)")
+    p.add_argument("--frames", type=frame_count, default=30,
+                   help=f"parity rollout length in frames (1 .. {MAX_FRAMES}; default 30)")
     p.add_argument("--skip-bench", action="store_true", help="skip the throughput measurement")
-    p.add_argument("--bench-frames", type=positive_int, default=30, help="timed frames per artifact (default 30)")
+    p.add_argument("--bench-frames", type=frame_count, default=30,
+                   help=f"timed frames per artifact (1 .. {MAX_FRAMES}; default 30)")
     p.add_argument("--device", default="cpu", help="where the artifacts run: cpu (default), cuda, tensorrt, GPU...")
-    p.add_argument("--golden-frames", type=int, default=0, metavar="N",
-                   help="also write N frames of inputs and PyTorch's outputs per bucket under golden/ for an app's "
-                        "own tests (docs/web.md, rvm_export/golden.py; default 0: none)")
+    p.add_argument("--golden-frames", type=bounded_int(1, MAX_GOLDEN_FRAMES, zero_means="none"), default=0,
+                   metavar="N", help=f"also write N (at most {MAX_GOLDEN_FRAMES}) frames of inputs and PyTorch's "
+                                     "outputs per bucket under golden/ for an app's own tests (docs/web.md, "
+                                     "rvm_export/golden.py; default 0: none)")
     add_temporal(p)
     p.add_argument("--seed", type=seed, default=0, help="seed of the default model and of the generated scene")
     p.add_argument("--option", action="append", default=[], metavar="TARGET.KEY=VALUE",
@@ -57,15 +62,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_common(p)
 
 
+def _known_keys(target: str) -> str:
+    """``"onnx option keys: ort, mobile, ..."`` for a registered target (its options dataclass)."""
+    from targets import get_target
+
+    keys = ", ".join(get_target(target).DESCRIPTION.options.help()) or "none"
+    return f"{target} option keys: {keys}"
+
+
 def parse_options(items: Sequence[str]) -> dict[str, dict[str, str]]:
     """``["coreml.stateful=true", ...]`` -> ``{"coreml": {"stateful": "true"}}`` (values stay strings: each target's
-    options dataclass converts them by type)."""
+    options dataclass converts them by type).
+
+    Raises UsageError naming the expected form TARGET.KEY=VALUE (and the target's known keys) for an item without
+    ``=VALUE`` or a target that is not registered (target names are lower case), and for a key given twice with
+    different values (the same value twice is accepted)."""
+    from targets import REGISTRY
+
     options: dict[str, dict[str, str]] = {}
     for item in items:
         key, sep, value = item.partition("=")
         target, dot, name = key.partition(".")
-        if not sep or not dot or not target or not name:
-            raise UsageError(f"--option {item!r} is not TARGET.KEY=VALUE (e.g. coreml.deployment_target=iOS17)")
+        form = f"--option {item!r} is not TARGET.KEY=VALUE (e.g. onnx.ort=true)"
+        if target not in REGISTRY:
+            known = target.lower() if target.lower() in REGISTRY else None
+            hint = (f"targets are written in lower case: {known}; {_known_keys(known)}" if known else
+                    f"TARGET is one of {', '.join(REGISTRY)}")
+            raise UsageError(f"{form}; {hint}")
+        if not sep or not dot or not name:
+            missing = "the =VALUE" if dot and name else "the .KEY"
+            raise UsageError(f"{form}; {missing} is missing; {_known_keys(target)}")
+        previous = options.get(target, {}).get(name)
+        if previous is not None and previous != value:
+            raise UsageError(f"--option {target}.{name} is given twice with different values ({previous!r} and "
+                             f"{value!r}): give it once")
         options.setdefault(target, {})[name] = value
     return options
 
@@ -75,6 +105,8 @@ def parse_buckets(resolutions: Sequence[str] | None, ratio_text: str) -> tuple[t
     ratio: float | None = None
     if ratio_text not in ("auto", "dynamic"):
         try:
+            if not ratio_text.isascii() or "_" in ratio_text:
+                raise ValueError(ratio_text)
             ratio = float(ratio_text)
         except ValueError:
             raise UsageError(f"--downsample-ratio must be a number in (0, 1], 'dynamic' or 'auto', got {ratio_text!r}")

@@ -3,10 +3,11 @@ when an artifact fails or is missing or changed, 2 when the folder or the checkp
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..verify import verify_folder
-from .common import add_common, add_temporal, positive_int, seed, temporal_clips
+from rvm_export.core.args import input_path
+
+from .common import add_common, add_temporal, frame_count, seed, temporal_clips
 
 __all__ = ["add_arguments", "run", "HELP"]
 
@@ -15,10 +16,10 @@ HELP = "re-check an export folder against PyTorch; exit 1 when an artifact fails
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """This command's arguments, added to its sub-parser."""
-    p.add_argument("folder", type=Path)
-    p.add_argument("--checkpoint", type=Path, default=None,
+    p.add_argument("folder", type=input_path)
+    p.add_argument("--checkpoint", type=input_path, default=None,
                    help="the weights the folder was exported from (default: the seeded default model)")
-    p.add_argument("--frames", type=positive_int, default=30)
+    p.add_argument("--frames", type=frame_count, default=30, help="parity rollout length (1 .. 10000; default 30)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=seed, default=0)
     add_temporal(p)

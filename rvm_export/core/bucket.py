@@ -14,9 +14,11 @@ from model.matting import lowres_size
 
 from .errors import UsageError
 
-__all__ = ["Bucket", "lowres_hw", "recommended_ratio", "parse_bucket", "DOCUMENTED_RATIOS"]
+__all__ = ["Bucket", "lowres_hw", "recommended_ratio", "parse_bucket", "DOCUMENTED_RATIOS", "MAX_SIDE"]
 
 # Documented choices for portrait matting (the original authors' table), keyed by the long side of a 16:9 frame.
+MAX_SIDE = 16384  # larger than any runtime's texture or tensor limit we know of (and than any camera's frame)
+
 DOCUMENTED_RATIOS = {1280: 0.375, 1920: 0.25, 3840: 0.125}
 
 
@@ -147,19 +149,41 @@ def recommended_ratio(width: int, height: int) -> float:
     return min(512.0 / long_side, 1.0)
 
 
+def _ascii_number(text: str) -> bool:
+    """True for text made of ASCII digits with at most one point (Python's int/float also take '９６' and '1_0')."""
+    return bool(text) and text.isascii() and text.replace(".", "", 1).isdigit()
+
+
 def parse_bucket(text: str, default_ratio: float | None = None) -> Bucket:
-    """Parse ``WxH`` or ``WxH@R``; without ``@R`` the ratio is ``default_ratio`` or the recommended one."""
-    size, _, ratio_text = text.strip().partition("@")
-    try:
-        w_text, h_text = size.lower().split("x")
-        width, height = int(w_text), int(h_text)
-    except ValueError:
-        raise UsageError(f"resolution {text!r} is not WxH or WxH@RATIO (e.g. 1920x1080 or 1920x1080@0.25)") from None
-    if ratio_text:
+    """Parse ``WxH`` or ``WxH@R`` (ASCII digits; each side 1 .. :data:`MAX_SIDE`); without ``@R`` the ratio is
+    ``default_ratio`` or the recommended one. Raises UsageError naming what is wrong."""
+    size, at, ratio_text = text.strip().partition("@")
+    w_text, x, h_text = size.lower().partition("x")
+    if not (x and _ascii_number(w_text) and _ascii_number(h_text) and "." not in w_text + h_text):
+        raise UsageError(f"resolution {text!r} is not WxH or WxH@RATIO in ASCII digits (e.g. 1920x1080 or "
+                         "1920x1080@0.25)")
+    width, height = int(w_text), int(h_text)
+    if min(width, height) < 1:
+        raise UsageError(f"resolution {text!r}: each side must be positive (at least 1 px)")
+    if max(width, height) > MAX_SIDE:
+        raise UsageError(f"resolution {width}x{height} is larger than {MAX_SIDE} px on a side, beyond what the "
+                         "runtimes take")
+    if at:
+        if not ratio_text:
+            raise UsageError(f"resolution {text!r} ends with '@' but gives no ratio (e.g. {size}@0.25, or drop the "
+                             "'@' for the recommended ratio)")
         try:
+            if not ratio_text.isascii() or "_" in ratio_text:
+                raise ValueError(ratio_text)
             ratio = float(ratio_text)
         except ValueError:
-            raise UsageError(f"ratio in {text!r} is not a number") from None
+            raise UsageError(f"ratio in {text!r} is not a number like 0.25 (ASCII digits after '@')") from None
+    elif default_ratio is not None:
+        ratio = default_ratio
     else:
-        ratio = default_ratio if default_ratio is not None else recommended_ratio(width, height)
+        ratio = recommended_ratio(width, height)
+        if min(lowres_hw(height, width, ratio)) < 1:
+            low_h, low_w = lowres_hw(height, width, ratio)
+            raise UsageError(f"resolution {width}x{height}: the recommended ratio {ratio:g} (long side at most 512 px) "
+                             f"shrinks it to {low_w}x{low_h}; give a ratio, e.g. {width}x{height}@1")
     return Bucket(width, height, ratio)

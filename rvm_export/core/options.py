@@ -17,18 +17,18 @@ from .errors import UsageError
 __all__ = ["TargetOptions", "NoOptions", "option", "parse_bool"]
 
 T = TypeVar("T", bound="TargetOptions")
-_TRUE = ("true", "1", "yes", "on")
-_FALSE = ("false", "0", "no", "off")
 
 
 def parse_bool(value: Any, name: str) -> bool:
-    """``True``/``False`` from a bool or one of true/false, 1/0, yes/no, on/off; UsageError otherwise."""
+    """``True``/``False`` from a bool or the words ``true``/``false`` (any case), the only spellings the docs use
+    (docs/decisions.md: yes/no, on/off and 1/0 are refused, so that one spelling is documented and accepted);
+    UsageError otherwise."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
-    if text in _TRUE:
+    if text == "true":
         return True
-    if text in _FALSE:
+    if text == "false":
         return False
     raise UsageError(f"{name} must be true or false, got {value!r}")
 

@@ -78,6 +78,8 @@ class RuntimeOptions:
     device: str = "cpu"  # "cpu" | "cuda" | a runtime-specific device name ("GPU", "NPU", ...)
     inference_precision: str | None = None  # e.g. OpenVINO "f32"/"bf16"; None = the target's parity default
     overrides: TargetOptions | None = None  # typed run-time options of the artifact's target
+    spin_wait: bool = True  # idle worker threads spin for the next job (ONNX Runtime's allow_spinning); False frees
+    # their cores between runs for other threads of the process (matte's decode and encode)
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:

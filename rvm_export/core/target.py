@@ -39,6 +39,9 @@ class TargetDescription:
     modules: tuple[str, ...]  # importable modules it needs (checked without importing them)
     in_all: bool  # whether `--target all` includes it
     runtime_label: str  # how its parity/bench numbers are obtained, in words
+    # why a benchmark on this machine must not time it (what runs here is a numerics check, not the runtime an app
+    # uses: coreml's MIL executor off macOS); None: timed. `rvm-export bench` and the export's benchmark skip it.
+    untimed_reason: str | None = None
 
     def __post_init__(self) -> None:
         if self.default_precision not in self.precisions:

@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Sequence
 
-from rvm_export.core.args import OneLineParser, threads
+from rvm_export.core.args import OneLineParser, bounded_int, input_path, one_line
+from rvm_export.core.args import output_file_or_folder as _output  # a video file or a PNG folder
+from rvm_export.core.args import output_path, positive_int, threads
 from rvm_export.core.errors import ExitCode, RvmExportError, UsageError
 
 from .cuts import DEFAULT_THRESHOLD
@@ -25,13 +26,7 @@ from .fit import FIT_MODES
 __all__ = ["build_matte_parser", "run_matte", "request_from_args", "main"]
 
 INTERRUPTED = 130
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+MAX_QUEUE = 64  # frames between two stages, each a few full-size float32 planes (about 100 MB a frame at 3840x2160)
 
 
 def _ratio(text: str) -> float | None:
@@ -58,8 +53,9 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
     """Add every ``matte`` argument to ``parser`` (the lead mounts it as the ``matte`` subcommand)."""
     parser.description = ("Matte a video, an image folder or an image with an exported model (or a checkpoint): "
                           "composite, alpha, foreground and RGBA outputs; decoding, inference and encoding overlap.")
-    parser.add_argument("input", type=Path, help="video file (anything PyAV decodes), folder of images, or one image")
-    parser.add_argument("--model", type=Path, required=True,
+    parser.add_argument("input", type=input_path,
+                        help="video file (anything PyAV decodes), folder of images, or one image")
+    parser.add_argument("--model", type=input_path, required=True,
                         help="export folder (artifact picked from manifest.json for the frame size), one artifact "
                              "(.onnx, OpenVINO .xml, .tflite) or a checkpoint (.pth/.safetensors, run by PyTorch)")
     parser.add_argument("--artifact", default=None, help="artifact of the export folder to use (its file name)")
@@ -67,11 +63,11 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default=None, help="pick only artifacts of this precision (fp32, int8, ...)")
     out = parser.add_argument_group("outputs (any subset; container and codec follow the extension, no extension = "
                                     "a PNG folder)")
-    out.add_argument("--composite", type=Path, default=None, help="foreground over --background (.mp4/.mkv/.mov/"
+    out.add_argument("--composite", type=_output, default=None, help="foreground over --background (.mp4/.mkv/.mov/"
                                                                   ".webm or folder)")
-    out.add_argument("--alpha", type=Path, default=None, help="the matte as grey (a folder keeps it lossless)")
-    out.add_argument("--foreground", type=Path, default=None, help="the predicted foreground colour, RGB")
-    out.add_argument("--rgba", type=Path, default=None,
+    out.add_argument("--alpha", type=_output, default=None, help="the matte as grey (a folder keeps it lossless)")
+    out.add_argument("--foreground", type=_output, default=None, help="the predicted foreground colour, RGB")
+    out.add_argument("--rgba", type=_output, default=None,
                      help="foreground with its alpha (straight): .mov (ProRes 4444), .webm (VP9) or a PNG folder")
     out.add_argument("--background", default="green",
                      help="green (default), black, white, blue, #RRGGBB, R,G,B, blur[:RADIUS], an image or a video")
@@ -98,16 +94,34 @@ def build_matte_parser(parser: argparse.ArgumentParser) -> None:
                      help=f"PNG zlib level (default {EncodeOptions.png_compression})")
     enc.add_argument("--no-audio", dest="audio", action="store_false", help="do not copy the input's audio")
     run = parser.add_argument_group("run")
-    run.add_argument("--frames", type=_positive_int, default=None, help="matte only the first N frames")
+    run.add_argument("--frames", type=positive_int, default=None, help="matte only the first N frames")
     run.add_argument("--fps", type=float, default=25.0, help="frame rate of image inputs (default 25)")
-    run.add_argument("--queue", type=_positive_int, default=3, help="frames waiting between stages (default 3)")
-    run.add_argument("--quiet", action="store_true", help="no progress bar")
-    run.add_argument("--summary-json", type=Path, default=None, help="also write the run's summary here")
+    run.add_argument("--queue", type=bounded_int(1, MAX_QUEUE), default=3,
+                     help=f"frames waiting between stages (1 .. {MAX_QUEUE}; default 3)")
+    run.add_argument("--pipeline-nice", type=bounded_int(0, 19), default=10, metavar="0-19",
+                     help="nice increment of the decode and encode threads, so the model keeps the cores it is "
+                          "waited on (Linux; default 10; 0: same priority as the model)")
+    run.add_argument("--quiet", action="store_true",
+                     help="no progress bar, and no INFO lines of the runtimes (LiteRT, coremltools, TensorFlow)")
+    run.add_argument("--summary-json", type=output_path, default=None, help="also write the run's summary here")
     cmp = parser.add_argument_group("compare two models")
-    cmp.add_argument("--compare", type=Path, default=None, help="a second model run on the same frames")
+    cmp.add_argument("--compare", type=input_path, default=None, help="a second model run on the same frames")
     cmp.add_argument("--compare-artifact", default=None, help="artifact of the second model's export folder")
-    cmp.add_argument("--compare-video", type=Path, default=None, help="side-by-side composite: model | --compare")
-    cmp.add_argument("--compare-plot", type=Path, default=None, help="PNG of the per-frame alpha difference")
+    cmp.add_argument("--compare-video", type=_output, default=None, help="side-by-side composite: model | --compare")
+    cmp.add_argument("--compare-plot", type=output_path, default=None, help="PNG of the per-frame alpha difference")
+
+
+def _error_last(exc: BaseException, line: str) -> None:
+    """Print the final error line last: the exception's frames (and the runtimes they hold) are released first, so
+    that nothing a runtime prints when it is torn down comes after it, then every buffer is flushed."""
+    import gc
+
+    from ..quiet import flush_all
+
+    exc.__traceback__ = None
+    gc.collect()
+    flush_all()
+    print(line, file=sys.stderr, flush=True)
 
 
 def request_from_args(args: argparse.Namespace):
@@ -124,7 +138,8 @@ def request_from_args(args: argparse.Namespace):
         scene_cut_threshold=args.scene_cut_threshold, encode=encode, audio=args.audio, fps=args.fps,
         max_frames=args.frames, compare=args.compare, compare_artifact=args.compare_artifact,
         compare_video=args.compare_video, compare_plot=args.compare_plot, overwrite=args.overwrite,
-        threads=args.threads, device=args.device, queue_depth=args.queue, progress=not args.quiet)
+        threads=args.threads, device=args.device, queue_depth=args.queue,
+        pipeline_nice=args.pipeline_nice, progress=not args.quiet)
 
 
 def _report(summary) -> str:
@@ -144,17 +159,21 @@ def _report(summary) -> str:
 
 def run_matte(args: argparse.Namespace) -> int:
     """Run from parsed arguments; print a short report; return the exit code (errors: one line on stderr)."""
+    from ..quiet import native_output_filtered, quiet_third_party
     from .job import run
 
+    if args.quiet:
+        quiet_third_party()
     try:
         if args.summary_json is not None and args.summary_json.exists() and not args.overwrite:
             raise UsageError(f"{args.summary_json} exists: pass --overwrite to replace it")
-        summary = run(request_from_args(args))
+        with native_output_filtered(args.quiet):
+            summary = run(request_from_args(args))
     except RvmExportError as exc:
-        print(f"rvm-export matte: error: {exc}", file=sys.stderr)
+        _error_last(exc, f"rvm-export matte: error: {one_line(exc)}")
         return exc.exit_code
-    except KeyboardInterrupt:
-        print("rvm-export matte: interrupted; nothing was written under the requested names", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        _error_last(exc, "rvm-export matte: interrupted; nothing was written under the requested names")
         return INTERRUPTED
     print(_report(summary))
     if args.summary_json is not None:

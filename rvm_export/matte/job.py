@@ -238,7 +238,8 @@ def run(request: MatteRequest) -> MatteSummary:
         with ExitStack() as stack:  # on leaving it without an error, every temporary output is renamed
             writers = _guarded(summary, _open_writers, plan, stack, summary)
             times = _guarded(summary, run_stages, _produce(plan), lambda work: _infer(plan, work),
-                             _Sink(plan, writers, summary, bar), depth=request.queue_depth)
+                             _Sink(plan, writers, summary, bar), depth=request.queue_depth,
+                             helper_nice=request.pipeline_nice)
             for writer in writers.values():
                 _guarded(summary, writer.close)
             if request.compare_plot:

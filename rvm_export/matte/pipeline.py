@@ -5,6 +5,7 @@ frames. A failure in any stage stops the others and is re-raised in the caller; 
 """
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -15,6 +16,18 @@ __all__ = ["StageTimes", "run_stages"]
 
 _END = object()
 _POLL = 0.1  # seconds between checks of the stop flag while a queue is full or empty
+
+
+def _lower_priority(increment: int) -> None:
+    """Raise this thread's nice value by ``increment`` (Linux: the nice value is per thread, and threads the codecs
+    start from it inherit it). Elsewhere, or without permission, nothing happens."""
+    if increment <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except OSError:
+        pass
 
 
 @dataclass
@@ -58,8 +71,10 @@ def _get(q: queue.Queue, stop: threading.Event) -> Any:
 
 
 def run_stages(produce: Iterator[Any], infer: Callable[[Any], Any], consume: Callable[[Any], None],
-               depth: int = 3) -> StageTimes:
+               depth: int = 3, helper_nice: int = 0) -> StageTimes:
     """Run ``consume(infer(item))`` for every item of ``produce``, the three overlapping. Returns the stage times.
+    ``helper_nice`` raises the nice value of the produce and consume threads (and of the codec threads they start)
+    so that the calling thread's work, the model, keeps priority on a machine with fewer free cores than threads.
     Raises the first exception any stage raised (KeyboardInterrupt included) after every thread has stopped."""
     if depth < 1:
         raise ValueError(f"queue depth must be at least 1, got {depth}")
@@ -70,6 +85,7 @@ def run_stages(produce: Iterator[Any], infer: Callable[[Any], Any], consume: Cal
     errors: list[BaseException] = []
 
     def producer() -> None:
+        _lower_priority(helper_nice)
         cpu = time.thread_time()
         try:
             iterator = iter(produce)
@@ -92,6 +108,7 @@ def run_stages(produce: Iterator[Any], infer: Callable[[Any], Any], consume: Cal
             times.produce_cpu = time.thread_time() - cpu
 
     def consumer() -> None:
+        _lower_priority(helper_nice)
         cpu = time.thread_time()
         try:
             while True:

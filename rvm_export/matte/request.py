@@ -1,10 +1,10 @@
 """What a matting run was asked for: one frozen, validated record that the CLI and the Python API both fill."""
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from rvm_export.core.args import output_path_problem
 from rvm_export.core.errors import InputError, UsageError
 
 from .cuts import DEFAULT_THRESHOLD
@@ -45,11 +45,14 @@ class MatteRequest:
     threads: int | None = None  # runtime intra-op threads; None = the runtime's default
     device: str = "cpu"  # cpu, or cuda (checkpoints and CUDA/ONNX artifacts)
     queue_depth: int = 3  # frames waiting between two stages (memory: about 3 frames per stage)
+    pipeline_nice: int = 10  # nice increment of the decode/encode threads (Linux; 0 = the model's priority)
     progress: bool = True  # tqdm bar on stderr
 
     def __post_init__(self) -> None:
         for name in ("input", "model", *OUTPUT_KINDS, "compare", "compare_video", "compare_plot"):
             value = getattr(self, name)
+            if isinstance(value, str) and not value.strip():  # Path("") would be the current folder
+                raise UsageError(f"{name} is an empty path: name a file or folder")
             if value is not None and not isinstance(value, Path):
                 object.__setattr__(self, name, Path(value))
         if not any(getattr(self, kind) for kind in OUTPUT_KINDS) and not (self.compare_video or self.compare_plot):
@@ -67,6 +70,8 @@ class MatteRequest:
             raise UsageError(f"--frames must be at least 1, got {self.max_frames}")
         if self.queue_depth < 1:
             raise UsageError(f"--queue must be at least 1, got {self.queue_depth}")
+        if not 0 <= self.pipeline_nice <= 19:
+            raise UsageError(f"--pipeline-nice must be 0..19, got {self.pipeline_nice}")
         if self.compare is None and (self.compare_video or self.compare_plot or self.compare_artifact):
             raise UsageError("--compare-video, --compare-plot and --compare-artifact need --compare M2")
         if self.compare is not None and not (self.compare_video or self.compare_plot):
@@ -93,7 +98,8 @@ class MatteRequest:
         return [plan.path for plan in self.plans()] + ([self.compare_plot] if self.compare_plot else [])
 
     def check_paths(self) -> None:
-        """Outputs distinct, none the input or the model, none existing unless ``overwrite``. Raises UsageError."""
+        """Outputs distinct, none the input or the model, none existing unless ``overwrite``, each one writable (no file
+        on the way, its folder writable). Raises UsageError / InputError (exit 2), before anything is read."""
         paths = self.output_paths()
         folders = {plan.path for plan in self.plans() if plan.container is None}
         resolved = [p.resolve() for p in paths]
@@ -106,6 +112,6 @@ class MatteRequest:
                 raise UsageError(f"output {path} exists: pass --overwrite to replace it")
             if path.is_file() and path in folders:
                 raise UsageError(f"output {path} exists as a file: a PNG folder cannot replace it")
-            parent = path.parent if str(path.parent) else Path(".")
-            if parent.exists() and not os.access(parent, os.W_OK):
-                raise InputError(f"cannot write {path}: its folder is not writable")
+            problem = output_path_problem(path)  # a file on the way, a folder that is not writable
+            if problem:
+                raise InputError(f"cannot write output {path}: {problem}")

@@ -133,7 +133,8 @@ def _geometry(bucket) -> Geometry:
 def _options(device: str, threads: int | None):
     from rvm_export.core.request import RuntimeOptions
 
-    return RuntimeOptions(threads=threads, device=device)
+    # The runtime's idle threads do not spin: matte's decode and encode threads use those gaps (decision 53).
+    return RuntimeOptions(threads=threads, device=device, spin_wait=False)
 
 
 def _from_runner(runner, label: str, path: Path, target: str, buckets) -> ModelSource:

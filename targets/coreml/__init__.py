@@ -19,7 +19,7 @@ from rvm_export.core.spec import Layout, Precision
 from rvm_export.core.target import TargetDescription
 
 from . import export as _export  # first: the submodule must not replace export() below when imported later
-from .mil_executor import EXECUTOR_LABEL
+from .mil_executor import EXECUTOR_LABEL, UNTIMED_REASON
 from .options import DEPLOYMENT_TARGETS, CoreMLOptions, check_buckets, resolve_options
 
 __all__ = ["DESCRIPTION", "CoreMLOptions", "missing", "check_request", "export", "load", "where_it_runs"]
@@ -38,6 +38,7 @@ DESCRIPTION = TargetDescription(
     modules=("coremltools",),
     in_all=True,
     runtime_label=("Core ML runtime (coremltools predict)" if sys.platform == "darwin" else EXECUTOR_LABEL),
+    untimed_reason=None if sys.platform == "darwin" else UNTIMED_REASON,  # runtime.can_predict()
 )
 
 

@@ -27,6 +27,8 @@ from .multifunction import package_model_file
 __all__ = ["MilProgram", "MilFunction", "StateStore", "UnsupportedOpError", "FeatureInfo", "EXECUTOR_LABEL"]
 
 EXECUTOR_LABEL = "MIL program check, not the Apple runtime"
+# Benchmarks skip the executor (rvm-export bench, the export's benchmark): its speed says nothing about Core ML's.
+UNTIMED_REASON = "the MIL program check runs NumPy on this machine, not Core ML; time the package on macOS/iOS"
 _STATE_OPS = ("read_state", "coreml_update_state")
 _FLOAT_KINDS = {"fp16": np.float16, "fp32": np.float32}
 _FP16_MIN_NORMAL = np.float32(2.0 ** -14)

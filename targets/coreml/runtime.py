@@ -28,7 +28,7 @@ from rvm_export.core.errors import InputError, MissingRuntimeError, UsageError
 from rvm_export.core.names import SRC, STATE_INPUTS
 from rvm_export.core.runner import ArrayStream, Runner
 
-from .mil_executor import EXECUTOR_LABEL, MilProgram
+from .mil_executor import EXECUTOR_LABEL, UNTIMED_REASON, MilProgram
 
 __all__ = ["ExecutorRunner", "PredictRunner", "can_predict", "function_for", "COMPUTE_UNIT_NAMES"]
 
@@ -83,7 +83,7 @@ class ExecutorRunner(Runner):
     """A package's MIL program on the reference executor (every function loaded once)."""
 
     # The pipeline's benchmark skips runners that say this: the executor's speed says nothing about an iPhone's.
-    untimed_reason = "the MIL program check runs NumPy on this machine, not Core ML; time the package on macOS/iOS"
+    untimed_reason = UNTIMED_REASON
 
     def __init__(self, artifact, threads: int | None = 1) -> None:
         self.artifact = artifact

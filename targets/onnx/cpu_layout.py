@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["BLOCK", "pad_concat_conv_channels", "drop_identity_slices", "cpu_layout"]
+__all__ = ["BLOCK", "PAD_SUFFIX", "pad_concat_conv_channels", "drop_identity_slices", "cpu_layout"]
 
+PAD_SUFFIX = "/pad_channels"  # name suffix of the zero-channel 1x1 Convs (int8 keeps them and their Convs float)
 BLOCK = 8  # MLAS NCHWc block on AVX2; AVX-512 machines use 16 (a multiple of 8 is still a valid NCHWc input there
 # for every decoder convolution but decode0's 40 channels)
 
@@ -89,7 +90,7 @@ def pad_concat_conv_channels(model, block: int = BLOCK) -> int:
         eye[np.arange(width), np.arange(width)] = 1.0
         graph.initializer.append(numpy_helper.from_array(eye, eye_name))
         padded_name = f"{last}__padded{extra}"
-        pad = helper.make_node("Conv", [last, eye_name], [padded_name], name=f"{concat.name}/pad_channels",
+        pad = helper.make_node("Conv", [last, eye_name], [padded_name], name=f"{concat.name}{PAD_SUFFIX}",
                                kernel_shape=[1, 1])
         graph.node.insert(list(graph.node).index(concat), pad)
         concat.input[-1] = padded_name
@@ -134,7 +135,8 @@ def drop_identity_slices(model) -> int:
 
 
 def cpu_layout(model, pad_channels: bool = True) -> dict[str, int]:
-    """Both edits (the padding only with ``pad_channels``: the NCHWc kernels are float32; a float16 or int8 graph
-    gains nothing from it); returns what was changed (for the manifest's details)."""
+    """Both edits (the padding only with ``pad_channels``: the NCHWc kernels are float32, so a float16 graph gains
+    nothing from it; int8 graphs keep the padded convolutions float, quantize.py); returns what was changed (for the
+    manifest's details)."""
     return {"convs_padded_to_nchwc": pad_concat_conv_channels(model) if pad_channels else 0,
             "identity_slices_removed": drop_identity_slices(model)}

@@ -60,7 +60,8 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
 
     Other targets call this for an fp32 ONNX intermediate (``request=None``). ``tail``: the refiner tail's layout
     (targets/refiner_tail.py); ONNX Runtime runs grouped_sum fastest, OpenVINO asks for phases. ``ort_cpu``: the
-    layout edits of targets/onnx/cpu_layout.py for ONNX Runtime's CPU provider (the channel padding in fp32 only).
+    layout edits of targets/onnx/cpu_layout.py for ONNX Runtime's CPU provider (the channel padding in fp32 and
+    int8, whose padded convolutions stay float).
     ``mobile``: trace under ``targets.traced.rewrites.mobile_friendly`` (hardswish, hardsigmoid and the channel mean
     as PyTorch's own elementary ops) and give Resize nodes explicit empty optional inputs (mobile.py), so NNAPI and
     both CoreML providers list every op; the ONNX target asks for it for its static graphs.
@@ -75,7 +76,7 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
         _trace(model, spec, raw, opset, tail, mobile)
         graph = _simplify(onnx.load(str(raw)), spec)
         _declare_shapes(graph, spec)
-        layout = cpu_layout(graph, pad_channels=precision == Precision.FP32) if ort_cpu else None
+        layout = cpu_layout(graph, pad_channels=precision in (Precision.FP32, Precision.INT8)) if ort_cpu else None
         details: dict[str, Any] = {"opset": opset, "exporter": "torch.onnx (TorchScript-based, dynamo=False)",
                                    "simplifier": "onnxsim", "nodes": len(graph.graph.node),
                                    "io_dtype": "float32", "downsample": (
@@ -92,14 +93,14 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
             graph = to_fp16(graph)
             details["compute"] = "float16 (ratio/size arithmetic float32)"
         elif precision == Precision.INT8:
-            graph = quantize_int8(model, spec, graph, work, request)
-            details["compute"] = ("int8 QDQ Conv (per-channel weights, int8 activations); the FLOAT_SCOPES convs "
-                                  "(output projection, refiner, ConvGRUs, first backbone blocks) and all non-Conv "
-                                  "ops float32")
+            graph, kept = quantize_int8(model, spec, graph, work, request)
+            details["compute"] = ("int8 QDQ Conv (S8S8, per-channel weights); stem, first three blocks, ConvGRUs, "
+                                  "decoder image-concat convs, output projection, refiner and all non-Conv ops "
+                                  "float32")
             details["recipe"] = ("ONNX Runtime quantize_static, QDQ, per-channel int8 weights, int8 activations "
                                  "(S8S8), MinMax")
             details["calibration"] = calibration_sources()
-            details["not_int8"] = not_int8(graph)
+            details["not_int8"] = not_int8(graph, kept)
         else:
             details["compute"] = "float32"
         if mobile:  # after the precision steps: the empty inputs must stay float32 initializers

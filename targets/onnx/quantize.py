@@ -1,6 +1,17 @@
-"""int8 ONNX: ONNX Runtime static quantisation (QDQ, per-channel int8 weights, int8 activations) of the Convs outside
-FLOAT_SCOPES, calibrated on rollouts of generated and real footage with the states the fp32 PyTorch model really
-produces (rvm_export.core.rollout.calibration_set); resize/ratio arithmetic stays float."""
+"""int8 ONNX: ONNX Runtime static quantisation (QDQ, per-channel weights) of Conv only, calibrated on frames of
+the generated scene with the states the fp32 PyTorch model really produces; resize/ratio arithmetic stays float.
+
+Convs kept in float (:func:`float_convs`), the recipe OpenVINO's int8 IR uses (targets/openvino/quantize.py),
+found from the graph's structure and the module scopes in the node names:
+- the head: every Conv that no recurrent state output depends on (``project_mat`` and the whole refiner: its box
+  filters average the guide and its variances are differences of nearly equal means, which 8 bits destroy), except
+  the output block ``decode0``;
+- the stem: the backbone's first Conv (it reads the frame itself);
+- FLOAT_SCOPES: the ConvGRUs (quantised, the recurrent states drift) and MobileNetV3's first three blocks (the
+  decoder's finest skips).
+Node names alone did not find the refiner before: the traced wrapper calls it outside the ``/refiner/`` scope, so its
+convolutions (``/box_filter/Conv``, ``/conv/conv.0/Conv``...) were quantised.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,37 +22,52 @@ from rvm_export.core.errors import ExportFailedError
 from rvm_export.core.request import ExportRequest
 from rvm_export.core.spec import IOSpec
 
-__all__ = ["quantize_int8", "not_int8", "float_convs", "FLOAT_SCOPES", "QUANTISED_OPS", "ACTIVATION_TYPE"]
+from .cpu_layout import PAD_SUFFIX
+
+__all__ = ["quantize_int8", "float_convs", "not_int8", "FLOAT_SCOPES", "OTHER_OPS"]
+
+# Module scopes whose Convs stay float (node-name substrings), as for OpenVINO's int8 IR.
+FLOAT_SCOPES = {"mobilenetv3": ("/gru/", "/backbone/features.1/", "/backbone/features.2/", "/backbone/features.3/"),
+                "resnet50": ("/gru/",)}
+_OUTPUT_BLOCK = "/decoder/decode0/"  # after the last state, but most of the head's multiply-adds: stays int8
 
 
-# Convs kept in float in int8 models, per backbone (module scopes = the state-dict names, a public contract; the
-# export refuses to quantise when one matches no Conv). The output projection and the refiner write alpha and
-# foreground directly, where one 8-bit step of their activation range is a visible error (pha MAD 0.026 -> 0.007 on
-# the golden model); the ConvGRUs and MobileNetV3's stem + blocks 1-4, as TFLite's `mixed` recipe (measured here,
-# smoke-trained weights, 256x144 @ 1, 80 frames + 40 of carphone: docs/onnx.md "int8 recipe").
-FLOAT_SCOPES = {"mobilenetv3": ("/project_mat/", "/refiner/", "/gru/", "/backbone/features.0/",
-                                "/backbone/features.1/", "/backbone/features.2/", "/backbone/features.3/",
-                                "/backbone/features.4/"),
-                "resnet50": ("/project_mat/", "/refiner/", "/gru/")}
-WHY_FLOAT = {"/project_mat/": "recipe: the 16->4 output head writes alpha directly (pha MAD 2.6e-2 -> 7e-3 on the "
-                              "golden weights with it float)",
-             "/refiner/": "recipe: the deep guided filter writes full-resolution alpha/foreground; its box-filter "
-                          "variances are differences of nearly equal means",
-             "/gru/": "recipe: the ConvGRUs' states are requantised and fed back every frame (measured: docs/onnx.md)",
-             "/backbone/features.0/": "recipe: MobileNetV3's stem and blocks 1-4 (the decoder's finest skips, "
-                                      "3.4 % of the multiply-adds): their int8 weights carry most of the smoke "
-                                      "checkpoint's error (docs/onnx.md)"}
-for _block in (1, 2, 3, 4):
-    WHY_FLOAT[f"/backbone/features.{_block}/"] = WHY_FLOAT["/backbone/features.0/"]
-# int8 activations (S8S8), not uint8: with uint8 activations and int8 weights (U8S8) ONNX Runtime's AVX2 kernels use
-# VPMADDUBSW, whose 16-bit pair sums saturate (ONNX Runtime's quantisation guide; CPUs without VNNI). Measured on
-# this AVX2 machine, same ranges and scopes: smoke pha MAD 3.8e-2 (U8S8) -> 2.3e-2 (S8S8) on the scene.
-ACTIVATION_TYPE = "QInt8"
-QUANTISED_OPS = ("Conv",)  # ONNX Runtime's op_types_to_quantize: QDQ pairs around Conv only
-OTHER_OPS = ("ONNX Runtime QDQ here quantises Conv only (op_types_to_quantize): this op runs in float between "
-             "DequantizeLinear/QuantizeLinear; an int8-only accelerator fuses or falls back per its own rules")
-_NOT_COMPUTE = {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Gather", "Unsqueeze", "Concat",
-                "Reshape", "Slice", "Split", "Identity", "Cast"}
+def float_convs(graph, variant: str = "mobilenetv3") -> dict[str, str]:
+    """``{node name: why}`` for every Conv of the fp32 ModelProto ``graph`` that stays float (module docstring).
+
+    Raises ExportFailedError when the graph lacks the state outputs r1o..r4o (the head cannot be found)."""
+    from rvm_export.core.names import STATE_OUTPUTS
+
+    producers = {out: node for node in graph.graph.node for out in node.output}
+    if not all(name in producers for name in STATE_OUTPUTS):
+        raise ExportFailedError("cannot find the state outputs r1o..r4o in the ONNX graph to keep its head float")
+    feeds_a_state: set[str] = set()  # nodes by their first output's name (unique; protobuf wrappers are not)
+    pending = [producers[name] for name in STATE_OUTPUTS]
+    while pending:
+        node = pending.pop()
+        if node.output[0] in feeds_a_state:
+            continue
+        feeds_a_state.add(node.output[0])
+        pending.extend(producers[name] for name in node.input if name in producers)
+    convs = [node for node in graph.graph.node if node.op_type == "Conv"]
+    kept: dict[str, str] = {}
+    if convs:
+        kept[convs[0].name] = "stem: the backbone's first convolution reads the frame"
+    scopes = FLOAT_SCOPES.get(variant, FLOAT_SCOPES["mobilenetv3"])
+    padded = {n.output[0] for n in convs if n.name.endswith(PAD_SUFFIX)}
+    concat_of = {out: n for n in graph.graph.node if n.op_type == "Concat" for out in n.output}
+    for node in convs:
+        scope = next((s for s in scopes if s in node.name), None)
+        source = concat_of.get(node.input[0])
+        if node.name.endswith(PAD_SUFFIX) or (source is not None and padded & set(source.input)):
+            kept[node.name] = ("speed: a decoder convolution over concat([x, skip, image]), zero-padded to a "
+                               "multiple of 8 channels, runs faster in ONNX Runtime's float NCHWc kernel than int8")
+        elif node.output[0] not in feeds_a_state and _OUTPUT_BLOCK not in node.name:
+            kept[node.name] = "head: writes alpha/foreground after the last state (project_mat, refiner)"
+        elif scope is not None:
+            kept[node.name] = f"scope {scope}: " + ("recurrent state drift" if scope == "/gru/" else
+                                                    "the decoder's finest skip")
+    return kept
 
 
 class _FeedReader:
@@ -72,31 +98,25 @@ def quantize_int8(model, spec: IOSpec, graph, work: Path, request: ExportRequest
     out = work / "int8.onnx"
     onnx.save(graph, str(fp32))
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    float_heads = float_convs(onnx.load(str(pre)), spec.variant)
+    kept = float_convs(onnx.load(str(pre)), spec.variant)
     quantize_static(str(pre), str(out), _FeedReader(feeds, spec.input_names), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=list(QUANTISED_OPS), per_channel=True,
-                    activation_type=getattr(QuantType, ACTIVATION_TYPE), weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=float_heads)
-    return onnx.load(str(out))
+                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=list(kept))
+    return onnx.load(str(out)), kept
 
 
-def float_convs(graph, variant: str) -> list[str]:
-    """Names of the Conv nodes under this variant's FLOAT_SCOPES. Raises ExportFailedError when a scope other than
-    the refiner (absent at ratio 1 static graphs) matches no Conv: renamed modules must not silently become int8."""
-    scopes = FLOAT_SCOPES.get(variant, FLOAT_SCOPES["resnet50"])
-    convs = [n.name for n in graph.graph.node if n.op_type == "Conv"]
-    missing = [s for s in scopes if s != "/refiner/" and not any(s in c for c in convs)]
-    if missing:
-        raise ExportFailedError(f"no Conv under {missing} in the ONNX graph: the node names changed; refusing to "
-                                "quantise layers that must stay float")
-    return [c for c in convs if any(s in c for s in scopes)]
+OTHER_OPS = ("ONNX Runtime QDQ here quantises Conv only (op_types_to_quantize): this op runs in float between "
+             "DequantizeLinear/QuantizeLinear; an int8-only accelerator fuses or falls back per its own rules")
+_NOT_COMPUTE = {"QuantizeLinear", "DequantizeLinear", "Constant", "Shape", "Gather", "Unsqueeze", "Concat",
+                "Reshape", "Slice", "Split", "Identity", "Cast"}
 
 
-def not_int8(graph) -> list[dict[str, str]]:
-    """The layers of a QDQ ModelProto that do not run in int8, as ``{layer, op, kept_as, reason}``: each Conv
-    without a DequantizeLinear weight (the FLOAT_SCOPES heads, named), then one entry per other op type that carries
-    data (element-wise, activations, resizes, pools: float by the recipe, counted)."""
+def not_int8(graph, kept: dict[str, str]) -> list[dict[str, str]]:
+    """The layers of the QDQ ModelProto ``graph`` that do not run in int8, as ``{layer, op, kept_as, reason}``: each
+    Conv without a DequantizeLinear weight, with its reason from ``kept`` (:func:`float_convs` of the fp32 graph),
+    then one entry per other op type that carries data (element-wise, activations, resizes, pools: float by the
+    recipe, counted)."""
     from collections import Counter
 
     dequantised = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
@@ -106,10 +126,8 @@ def not_int8(graph) -> list[dict[str, str]]:
         if node.op_type == "Conv":
             if len(node.input) > 1 and node.input[1] in dequantised:
                 continue
-            scope = next((s for s in WHY_FLOAT if s in node.name), None)
             entries.append({"layer": node.name, "op": "Conv", "kept_as": "float32",
-                            "reason": WHY_FLOAT.get(scope, "excluded from quantisation") if scope else
-                            "no calibration range for its input"})
+                            "reason": kept.get(node.name, "no calibration range for its input")})
         elif node.op_type not in _NOT_COMPUTE:
             others[node.op_type] += 1
     for op, count in others.most_common():

@@ -55,6 +55,8 @@ class OnnxRunner(Runner):
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if not options.spin_wait:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3
         providers = providers_for(options.device)
         try:

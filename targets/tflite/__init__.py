@@ -10,11 +10,12 @@
 - Static only: the ratio is baked into a RESIZE_BILINEAR to a fixed size, which samples like PyTorch's
   ``scale_factor`` only when H*r and W*r are integers; other buckets are refused with the nearest valid values.
 - Export-only rewrites (targets/traced/rewrites.py, applied while tracing): the decoder's ceil-mode average
-  pool becomes builtin ops (litert-torch would emit STABLEHLO_REDUCE_WINDOW); the final clamps become MAXIMUM +
-  MINIMUM instead of RELU_0_TO_1 (which LiteRT's GPU accelerator refuses); and the ratio downsample uses
-  PyTorch's own float32 interpolation weights where 1/r is not a power of two (RESIZE_BILINEAR's coordinates
-  drift from PyTorch's by up to 6e-5 px at 0.375, enough to move a trained model's states by 4e-4). Both layouts
-  use the grouped refiner tail (no rank-5 RESHAPE/SLICE, which the GPU accelerator refuses).
+  pool becomes builtin ops, PAD, MUL, AVERAGE_POOL_2D (litert-torch would emit STABLEHLO_REDUCE_WINDOW; a PAD
+  feeding the pool would be merged by the GPU accelerator into a pool that stops counting it); the final clamps
+  become MAXIMUM + MINIMUM instead of RELU_0_TO_1 (which LiteRT's GPU accelerator refuses); and the ratio
+  downsample uses PyTorch's own float32 interpolation weights where 1/r is not a power of two (RESIZE_BILINEAR's
+  coordinates drift from PyTorch's by up to 6e-5 px at 0.375, enough to move a trained model's states by 4e-4).
+  Both layouts use the grouped refiner tail (no rank-5 RESHAPE/SLICE, which the GPU accelerator refuses).
 - Where it runs (accelerator.py): each file is compiled onto LiteRT's GPU accelerator alone (WebGPU on a Vulkan
   device: Chromium's SwiftShader here) and, when it is placed whole, its rollout parity is checked there.
 - Precisions (quantize.py): fp32; fp16 weights; int8 with option ``int8_mode`` = ``"dynamic"``
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from rvm_export.core.bucket import Bucket
 from rvm_export.core.errors import UsageError
 from rvm_export.core.options import TargetOptions, option
 from rvm_export.core.placement import Placement
@@ -49,7 +51,7 @@ from .runtime import METADATA_KEY, SIGNATURE_KEY, TfliteRunner, load_path, read_
 
 __all__ = ["DESCRIPTION", "TfliteOptions", "missing", "check_request", "export", "load", "where_it_runs", "load_path",
            "read_contract", "read_metadata", "convert_fp32", "export_bucket", "embed_metadata", "check_bucket",
-           "exact_suggestions", "TfliteRunner", "SIGNATURE_KEY", "METADATA_KEY"]
+           "exact_suggestions", "TfliteRunner", "SIGNATURE_KEY", "METADATA_KEY", "auto_gpu_check"]
 
 
 @dataclass(frozen=True)
@@ -66,9 +68,8 @@ class TfliteOptions(TargetOptions):
               "RESIZE_BILINEAR (2 fewer TRANSPOSE ops in NHWC, up to ~1e-4 px coordinate drift at r=0.375)")
     gpu_check: Literal["auto", "parity", "compile", "off"] = option(
         "auto", "LiteRT GPU accelerator check of every file: 'parity' (compile GPU-only, then the rollout on it), "
-                "'compile' (placement only), 'off', or 'auto' (default: parity up to 320x180 with an even "
-                "low-res size, placement only otherwise: a software Vulkan device takes minutes a frame above, "
-                "and gives wrong values at odd low-res sizes, docs/tflite.md)")
+                "'compile' (placement only), 'off', or 'auto' (default: parity up to 320x180, placement only "
+                "above: a software Vulkan device takes seconds a frame at 256x144 and far longer at 1080p)")
 
 
 DESCRIPTION = TargetDescription(
@@ -135,14 +136,16 @@ def where_it_runs(artifact: Artifact, options: RuntimeOptions) -> tuple[Placemen
     check = options.overrides.gpu_check if isinstance(options.overrides, TfliteOptions) else "auto"
     if check == "off" or missing_modules(("ai_edge_litert",)):
         return ()
-    from .accelerator import AUTO_PARITY_PIXELS, gpu_placement
+    from .accelerator import gpu_placement
 
     if check == "auto":
-        # placement only above 320x180, and where the low-res frame has an odd side: there LiteRT's accelerator on
-        # SwiftShader computes wrong values while the file is right on XNNPACK (docs/tflite.md, the strict xfail in
-        # tests/test_tflite.py); 'parity' still runs it there on request
-        bucket = artifact.spec.bucket
-        low_h, low_w = bucket.lowres
-        small = bucket.width * bucket.height <= AUTO_PARITY_PIXELS
-        check = "parity" if small and low_h % 2 == 0 and low_w % 2 == 0 else "compile"
+        check = auto_gpu_check(artifact.spec.bucket)
     return (gpu_placement(artifact, parity=check == "parity"),)
+
+
+def auto_gpu_check(bucket: Bucket) -> Literal["parity", "compile"]:
+    """What ``gpu_check=auto`` does for a bucket: the rollout parity on the GPU accelerator up to 320x180 pixels,
+    placement only above (a software Vulkan device takes seconds a frame at 256x144, far longer at 1080p)."""
+    from .accelerator import AUTO_PARITY_PIXELS
+
+    return "parity" if bucket.width * bucket.height <= AUTO_PARITY_PIXELS else "compile"

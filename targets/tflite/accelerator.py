@@ -257,7 +257,7 @@ def gpu_placement(artifact: Artifact, parity: bool = True) -> Placement:
     return Placement(CHECK, where, result.fully, nodes=total, placed=result.on_gpu, refused=result.refused,
                      facts={"ops_on_cpu_with_fallback": result.on_cpu,
                             "parity_on_gpu": "checked (see the parity rows)" if load else
-                            ("not run (gpu_check=compile, or auto above 320x180 or at an odd low-res size)"
+                            ("not run (gpu_check=compile, or auto above 320x180)"
                              if result.fully else "not possible: not placed whole"),
                             "precision": "enforce_f32 (float32 kernels)" if enforce_f32 else
                             "accelerator default (float16 allowed where the device has it)"},

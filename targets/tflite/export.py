@@ -27,9 +27,11 @@ __all__ = ["export", "export_bucket", "convert_fp32", "embed_metadata", "check_b
            "int8_mode"]
 
 NAME = "tflite"
-# The refiner tail in both layouts (targets/traced/refiner_tail.py). The planar tail's [N, 2, 4, H, W] view becomes
-# rank-5 RESHAPE and SLICE ops, which LiteRT's GPU accelerator refuses; grouped stays rank 4 (docs/tflite.md).
-TAIL = "grouped"
+# The refiner tail in both layouts (targets/traced/refiner_tail.py): grouped4, two 4-channel resizes and no channel
+# MEAN (XNNPACK's resize costs per pixel whatever the channels; its full-res MEAN as much as a resize): 4K @ 0.125
+# went from 0.68-0.72x to 1.05-1.06x the original export in one side-by-side run (docs/tflite.md, decision 52). The
+# planar tail's rank-5 RESHAPE/SLICE are refused by LiteRT's GPU accelerator; grouped4 stays rank 4.
+TAIL = "grouped4"
 log = logging.getLogger(__name__)
 
 
@@ -187,7 +189,10 @@ def _convert_fp32(model, spec: IOSpec, exact_resize: bool) -> tuple[bytes, dict[
     wrapper = _named_outputs(StaticContract(model.eval(), spec, exact_resize=exact_resize, tail=TAIL))
     inputs = dict(zip(spec.input_names, example_inputs(spec)))
     try:
-        with export_friendly(model), gpu_friendly(), torch.no_grad(), warnings.catch_warnings():
+        # scale_before_pool: no PAD feeds an AVERAGE_POOL_2D, which LiteRT's GPU accelerator would merge into the
+        # pool's padding and stop counting (docs/tflite.md)
+        with export_friendly(model, scale_before_pool=True), gpu_friendly(), torch.no_grad(), \
+                warnings.catch_warnings():
             warnings.simplefilter("ignore")
             content = bytes(litert_torch.convert(wrapper, sample_kwargs=inputs).model_content())
     except Exception as exc:  # torch.export and the MLIR converter raise many types; keep the message

@@ -46,6 +46,10 @@ WHY_FLOAT = {"project_mat": "recipe: the 16->4 output head writes alpha directly
                             "pha MAD 2.6e-2 on the golden weights (5.5e-3 float); 64 MACs per low-res pixel"}
 BOUNDARY = ("float32 I/O contract: this op writes a graph output (fgr, pha or a state rKo), so its inputs are "
             "dequantised and it runs in float; states feed back with no requantisation in the app")
+WHY_TAIL = ("recipe: the grouped4 refiner tail's FULLY_CONNECTED 0/1 picks at full resolution stay float; int8 "
+            "would make 8-bit copies of src, fgr and pha (decision 52)")
+WHY_TAIL16 = ("recipe (integer-only): the grouped4 refiner tail's FULLY_CONNECTED 0/1 picks at full resolution run "
+              "with 16-bit activations (exact int8 weights), not 8-bit copies of src, fgr and pha")
 UNCOVERED = "AI Edge Quantizer 0.10 has no int8 recipe for this op here: it stays float between DEQUANTIZE/QUANTIZE"
 
 
@@ -92,6 +96,16 @@ FULL: tuple[Exception_, ...] = (
 RECIPES: dict[str, tuple[Exception_, ...]] = {"full": FULL, "mixed": MIXED}
 
 
+def _keep_tail_float(recipe, ops, algo, integer_only: bool = False) -> None:
+    """FULLY_CONNECTED stays float: the only ones are the grouped4 refiner tail's 0/1 linear maps at full resolution
+    (the network has none), which int8 would turn into 8-bit copies of src, fgr and pha. Integer-only (``full``):
+    they run with 16-bit activations instead (0/1 weights are exact in int8)."""
+    if integer_only:
+        recipe.add_static_config(".*", ops.FULLY_CONNECTED, activation_num_bits=16, weight_num_bits=8)
+    else:
+        recipe.add_quantization_config(".*", ops.FULLY_CONNECTED, algorithm_key=algo.NO_QUANTIZE)
+
+
 def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
              calibration: Iterable[Mapping[str, np.ndarray]] | None = None,
              float_scopes: tuple[str, ...] | None = None) -> tuple[bytes, dict[str, Any]]:
@@ -112,6 +126,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
     elif precision == "int8" and int8_mode == "dynamic":
         float_scopes = FLOAT_SCOPES["dynamic"] if float_scopes is None else float_scopes
         q.add_dynamic_config(".*", ops.ALL_SUPPORTED, num_bits=8)
+        _keep_tail_float(q, ops, algo)
         for scope in float_scopes:
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         details.update(recipe="dynamic_wi8_afp32: per-channel int8 weights, activations quantised at run time",
@@ -122,6 +137,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         float_scopes = FLOAT_SCOPES[int8_mode] if float_scopes is None else float_scopes
         exceptions = RECIPES[int8_mode]
         q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
+        _keep_tail_float(q, ops, algo, integer_only=int8_mode == "full")
         for rule in exceptions:  # later configs win in AI Edge Quantizer's recipe
             if rule.kept_as == "int16":
                 q.add_static_config(rule.scope, ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
@@ -316,6 +332,8 @@ def not_int8(content: bytes, rules: Iterable[Exception_] = (), dynamic: bool = F
         rule = next((r for r in rules if re.search(r.scope, name)), None)
         if rule is not None:
             reason = rule.reason
+        elif kind == "FULLY_CONNECTED":
+            reason = WHY_TAIL16 if kept_as == "int16" else WHY_TAIL
         elif any(i in outputs for i in op.outputs) or any(_feeds_output_only(graph, i, outputs) for i in op.outputs):
             reason = BOUNDARY
         else:
@@ -338,7 +356,8 @@ def integer_tail(content: bytes) -> tuple[bytes, list[str]]:
     (TFLite's MINIMUM compares raw values, so input, constant and output share the input's scale and zero point;
     the constant is rounded to that grid) followed by the DEQUANTIZE. Also, where a state output is written by a
     quantised op, the SignatureDef and the subgraph outputs are pointed at the float DEQUANTIZE copy AI Edge
-    Quantizer made of it (it names the int8 tensor). Returns the flatbuffer and what was changed (names).
+    Quantizer made of it (it names the int8 tensor), and a DEQUANTIZE read only by QUANTIZEs (where 8- and 16-bit
+    groups meet) becomes one requantising QUANTIZE. Returns the flatbuffer and what was changed (names).
     """
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
@@ -405,8 +424,18 @@ def integer_tail(content: bytes) -> tuple[bytes, list[str]]:
         tail.opcodeIndex, tail.inputs, tail.outputs = dequant, [len(graph.tensors) - 1], [float_out]
         new_ops.append(tail)
         changed.append(f"{_name(out.name)}: {names[k]} runs on {'int8' if dtype is np.int8 else 'int16'}")
-    # drop DEQUANTIZEs nothing reads any more
+    # 3. a DEQUANTIZE read only by QUANTIZEs (int8 <-> int16 where the 16-bit groups meet): one requantising QUANTIZE
     graph.operators = new_ops
+    sig_outputs = {e.tensorIndex for e in signature.outputs}
+    for op in list(graph.operators):
+        if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) != "DEQUANTIZE" or op.outputs[0] in sig_outputs:
+            continue
+        readers = [r for r in graph.operators if op.outputs[0] in list(r.inputs)]
+        if readers and all(flatbuffer_utils.opcode_to_name(model, r.opcodeIndex) == "QUANTIZE" for r in readers):
+            for r in readers:
+                r.inputs = [op.inputs[0]]
+            changed.append(f"{_name(graph.tensors[op.outputs[0]].name)}: DEQUANTIZE + QUANTIZE -> QUANTIZE")
+    # drop DEQUANTIZEs nothing reads any more
     read = {i for op in graph.operators for i in op.inputs} | {e.tensorIndex for e in signature.outputs}
     graph.operators = [op for op in graph.operators
                        if not (flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "DEQUANTIZE"

@@ -14,6 +14,14 @@ except ``phases``, which is only built for a whole-number upsampling factor (nev
   full-resolution frame took ~4 ms at 1080p (a strided reduction), the MatMul a tenth of that (one pass, MLAS).
 - ``planar``: all eight coefficient planes in one resize, viewed as [N, 2, 4, H, W]. Used where ``phases`` does not
   apply (dynamic graphs, fractional factors) by targets that asked for it.
+- ``grouped4``: channels last, TFLite's choice (XNNPACK; docs/decisions.md 52, docs/tflite.md): A' = [A_rgb + 1,
+  A_gray / 3] and b each in one 4-channel resize (XNNPACK's resize costs about as much per pixel for 1 channel as
+  for 4), ``src`` extended to [r, g, b, r + g + b] by a [3, 4] linear map (FULLY_CONNECTED: XNNPACK's channel MEAN of
+  a full-res frame took about as long as a resize), one 4-channel multiply-add and clamp, and ``fgr`` / ``pha``
+  taken out by [4, 3] / [4, 1] 0-1 linear maps (exact: each output is one product by 1 plus zeros). ``F.linear``,
+  not ``matmul``: the converter made the [4, 1] matmul a BATCH_MATMUL, which LiteRT's GPU accelerator computed
+  wrong. Its permutes cancel against an NHWC graph's boundary permutes (no TRANSPOSE at full resolution); an NCHW
+  graph keeps two (src in, fgr out).
 - ``phases``: no full-resolution resize at all. When the frame is exactly ``s`` times the low-res size
   (1920x1080 @ 0.25: s = 4; 3840x2160 @ 0.125: s = 8), full-res row ``s*k + i`` of a bilinear upsample is a fixed
   blend of low-res rows k-1, k, k+1 (the weights of :func:`targets.resample.upsample_phase_weights`, edges by
@@ -34,7 +42,7 @@ from .resample import upsample_phase_weights
 
 __all__ = ["TAILS", "refine_and_compose", "integer_scale", "resolve_tail", "describe_tail"]
 
-TAILS = ("grouped", "grouped_sum", "planar", "phases")
+TAILS = ("grouped", "grouped_sum", "planar", "phases", "grouped4")
 
 
 def integer_scale(full: tuple[int, int], low: tuple[int, int]) -> int | None:
@@ -59,7 +67,8 @@ def describe_tail(tail: str) -> str:
     return {"grouped": "grouped (one resize per coefficient group)",
             "grouped_sum": "grouped, channel sum as a MatMul (one resize per coefficient group)",
             "planar": "planar (one 8-plane resize)",
-            "phases": "phases (no full-resolution resize: row/column blends fused with the multiply-add)"}[tail]
+            "phases": "phases (no full-resolution resize: row/column blends fused with the multiply-add)",
+            "grouped4": "grouped4 (two 4-channel resizes, channels last; gray and the outputs' split as matmuls)"}[tail]
 
 
 def _up(x: Tensor, size) -> Tensor:
@@ -78,6 +87,8 @@ def refine_and_compose(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int] 
     if tail == "phases":
         return _phases(src, a, b, size, integer_scale(size, low))
     size = size or (src.size(2), src.size(3))
+    if tail == "grouped4":
+        return _grouped4(src, a, b, size)
     a_rgb, a_gray = a.split([3, 1], dim=1)
     if tail == "planar":
         planes = _up(torch.cat([a_rgb + 1.0, a_gray, b], dim=1), size).reshape(-1, 2, 4, size[0], size[1])
@@ -135,3 +146,24 @@ def _phases(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int], s: int) ->
     fgr = torch.cat([(upsampled(c) * srcs[c] + upsampled(4 + c)).clamp(0.0, 1.0) for c in range(3)], dim=1)
     pha = (upsampled(3) * (srcs[0] + srcs[1] + srcs[2]) + upsampled(7)).clamp(0.0, 1.0)
     return fgr.reshape(n, 3, height, width), pha.reshape(n, 1, height, width)
+
+
+# grouped4's constant 0/1 matrices: src [.., 3] @ _EXTEND -> [r, g, b, r + g + b]; out [.., 4] @ _PICK_* -> fgr, pha.
+_EXTEND = ((1.0, 0.0, 0.0, 1.0), (0.0, 1.0, 0.0, 1.0), (0.0, 0.0, 1.0, 1.0))
+_PICK_RGB = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (0.0, 0.0, 0.0))
+_PICK_ALPHA = ((0.0,), (0.0,), (0.0,), (1.0,))
+
+
+def _grouped4(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    def last(x: Tensor) -> Tensor:  # NCHW view -> channels last
+        return x.permute(0, 2, 3, 1)
+
+    def matrix(rows) -> Tensor:
+        return torch.tensor(rows, dtype=src.dtype)
+
+    a_rgb, a_gray = a.split([3, 1], dim=1)
+    scale = last(_up(torch.cat([a_rgb + 1.0, a_gray * (1.0 / 3.0)], dim=1), size))  # [N, H, W, 4]
+    offset = last(_up(b, size))
+    out = (scale * F.linear(last(src), matrix(_EXTEND).t()) + offset).clamp(0.0, 1.0)
+    fgr, pha = F.linear(out, matrix(_PICK_RGB).t()), F.linear(out, matrix(_PICK_ALPHA).t())
+    return fgr.permute(0, 3, 1, 2), pha.permute(0, 3, 1, 2)

@@ -2,8 +2,10 @@
 None changes a number PyTorch computes (tests compare each with the original); they change which ops a runtime sees.
 
 - Ceil-mode average pool (the decoder's 2x2/2 pool, padding not counted) -> zero pad + AVERAGE_POOL_2D + a
-  constant rescale of the border windows. litert-torch otherwise emits STABLEHLO_REDUCE_WINDOW, which AI Edge
-  Quantizer cannot quantise and GPU delegates do not run. (TFLite)
+  constant rescale of the border (after the pool for the web export; before it for TFLite, so that no PAD feeds
+  the pool, which LiteRT's GPU accelerator would merge into a pool that stops counting the zeros). litert-torch
+  otherwise emits STABLEHLO_REDUCE_WINDOW, which AI Edge Quantizer cannot quantise and GPU delegates do not run.
+  (TFLite, web)
 - ``clamp(x, 0, 1)`` (the final clamps of fgr and pha) -> ``clamp(x, -0.0, 1.0)``: the same values (IEEE -0.0 ==
   0.0; a negative input gives -0.0 instead of 0.0), but the TFLite converter fuses a (0, 1) clamp into RELU_0_TO_1,
   which LiteRT's GPU accelerator refuses and XNNPACK leaves to the interpreter, while these bounds become
@@ -25,8 +27,17 @@ import numpy as np
 __all__ = ["export_friendly", "ceil_mode_pool", "gpu_friendly", "mobile_friendly"]
 
 
-def ceil_mode_pool():
-    """2x2/2 average pool with ceil mode and padding not counted, built from TFLite builtins."""
+def ceil_mode_pool(scale_before_pool: bool = False):
+    """2x2/2 average pool with ceil mode and padding not counted, built from TFLite builtins.
+
+    Odd sides are zero-padded to even and pooled (AVERAGE_POOL_2D, VALID); a window that holds one row or column
+    of real pixels then averaged two zeros in, so it is doubled by a constant (x4 in the corner window). With
+    ``scale_before_pool`` the border pixels are doubled before the pool instead (PAD, MUL, AVERAGE_POOL_2D), so
+    no PAD feeds a pool directly: LiteRT's GPU accelerator merges a zero PAD into a following pool's padding and
+    its average pool leaves padded cells out of the count, which drops the zeros and doubles those windows twice
+    (docs/decisions.md). Both forms give PyTorch's values: the sum of a window's real pixels over their count,
+    ``(a + b) / 2`` computed as ``(a + b) / 4 * 2`` or ``(2a + 2b) / 4`` (scaling by 2 and 4 is exact in float32).
+    """
     import torch
     from torch.nn import functional as F
 
@@ -36,23 +47,37 @@ def ceil_mode_pool():
             ph, pw = h % 2, w % 2
             if not (ph or pw):
                 return F.avg_pool2d(x, 2, 2)
-            y = F.avg_pool2d(F.pad(x, (0, pw, 0, ph)), 2, 2)
-            scale = np.ones((1, 1, (h + 1) // 2, (w + 1) // 2), dtype=np.float32)  # a constant, not graph ops
-            if ph:
-                scale[..., -1, :] *= 2.0  # the last row of windows holds one row of real pixels
-            if pw:
-                scale[..., :, -1] *= 2.0
-            return y * torch.from_numpy(scale)
+            padded = F.pad(x, (0, pw, 0, ph))
+            if scale_before_pool:  # the last real row/column: index h-1 / w-1 of the padded input
+                return F.avg_pool2d(padded * _border_scale(h + ph, w + pw, h - 1 if ph else None,
+                                                           w - 1 if pw else None), 2, 2)
+            rows, cols = (h + 1) // 2, (w + 1) // 2  # the pooled output's last row/column
+            return F.avg_pool2d(padded, 2, 2) * _border_scale(rows, cols, rows - 1 if ph else None,
+                                                              cols - 1 if pw else None)
 
     return CeilModeAvgPool()
 
 
+def _border_scale(rows: int, cols: int, row: int | None, col: int | None):
+    """A [1, 1, rows, cols] float32 tensor built from numpy (a constant in the graph, not ops): 2 on ``row`` and on
+    ``col`` (4 where they cross), 1 elsewhere."""
+    import torch
+
+    scale = np.ones((1, 1, rows, cols), dtype=np.float32)
+    if row is not None:
+        scale[..., row, :] *= 2.0
+    if col is not None:
+        scale[..., :, col] *= 2.0
+    return torch.from_numpy(scale)
+
+
 @contextmanager
-def export_friendly(model) -> Iterator[None]:
-    """Swap the decoder's pool for the builtin-only version above; restore it afterwards."""
+def export_friendly(model, scale_before_pool: bool = False) -> Iterator[None]:
+    """Swap the decoder's pool for the builtin-only version above (``scale_before_pool``: its PAD, MUL,
+    AVERAGE_POOL_2D form); restore it afterwards."""
     decoder = model.decoder
     pool = decoder.avgpool
-    decoder.avgpool = ceil_mode_pool()
+    decoder.avgpool = ceil_mode_pool(scale_before_pool)
     try:
         yield
     finally:
