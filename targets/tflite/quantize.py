@@ -15,6 +15,9 @@ so ``rKo`` still feeds ``rKi`` without a cast or a transpose.
   produces* (``rvm_export.core.rollout.calibration_set``). ``project_mat`` is exported as a split-precision pair of
   int8 convolutions (split_weights.py) and :func:`integer_tail` moves the output clamp onto integers.
 - ``int8`` ``mixed``: W8A8 with the layer groups of :data:`MIXED` float (not integer-only; faster on CPUs).
+
+Over 400 lines on purpose: the recipes, their listing (:func:`not_int8`) and the flatbuffer post-passes
+(:func:`integer_tail`, :func:`align_graph_outputs`) read the same op and tensor-name conventions and change together.
 """
 from __future__ import annotations
 
