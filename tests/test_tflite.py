@@ -296,7 +296,8 @@ def test_rollout_parity_small(golden_model, small_artifacts, name):
     report = _parity(golden_model, small_artifacts[name], SMALL)
     report.raise_if_failed()
     assert report.frames == FRAMES and set(report.errors) == set(OUTPUT_NAMES)
-    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1.5e-2, "int8-mixed": 1.5e-2}[name]
+    # int8-full (integer-only) measured 5.2e-3 here (issue 17): held to the int8 recipe bound, 1e-2
+    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1e-2, "int8-mixed": 1.5e-2}[name]
     measured = report.max_abs if name in ("fp32", "fp16") else report.pha_mad  # int8: judged by alpha quality
     assert measured <= bound, f"{name}: {measured:.3g} > {bound:g}"
 
