@@ -8,6 +8,7 @@ Full resolutions over 100 frames are marked slow.
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -199,24 +200,75 @@ def test_nhwc_graph_is_builtin_ops_without_transposes(small_artifacts):
     assert sizes["fp16"] < 0.55 * sizes["fp32"] and sizes["int8-full"] < 0.35 * sizes["fp32"]
 
 
-def test_full_int8_keeps_stated_scopes_float(small_artifacts):
-    details = small_artifacts["int8-full"].details
-    assert details["float_scopes"] == ["project_mat"] and details["calibration_frames"] == 16
-    # the clamp of fgr/pha (MAXIMUM + MINIMUM since the accelerator rewrite, decision 41) stays float
-    assert details["ops"]["QUANTIZE"] > 0 and "MINIMUM" in details["float_ops"]
+def _integer_only_violations(path) -> tuple[list[str], collections.Counter]:
+    """Ops of a .tflite that compute on float32 (other than the QUANTIZE of a graph input and the DEQUANTIZE
+    writing a graph output), and the op types with 16-bit activations."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    graph = model.subgraphs[0]
+    inputs, outputs = set(graph.inputs), set(graph.outputs)
+    wrong, int16 = [], collections.Counter()
+    for op in graph.operators:
+        kind = flatbuffer_utils.opcode_to_name(model, op.opcodeIndex)
+        tensors = [graph.tensors[i] for i in (*op.inputs, *op.outputs) if i >= 0]
+        floats = [t for t in tensors if t.type == schema.TensorType.FLOAT32]
+        if kind == "QUANTIZE" and not floats or kind == "QUANTIZE" and set(op.inputs) <= inputs:
+            continue
+        if kind == "DEQUANTIZE" and set(op.outputs) <= outputs:
+            continue
+        if floats:
+            wrong.append(f"{kind} -> {graph.tensors[op.outputs[0]].name}")
+        if any(t.type == schema.TensorType.INT16 for t in tensors):
+            int16[kind] += 1
+    return wrong, int16
+
+
+def test_full_int8_is_integer_only(small_artifacts):
+    """int8_mode=full: no float compute op; 16-bit activations only in the output head (project_mat and the split /
+    add / clamp after it); project_mat exported as its split-precision pair of int8 convolutions."""
+    from targets.tflite.quantize import FULL, WHY_TAIL16
+
+    artifact = small_artifacts["int8-full"]
+    details = artifact.details
+    assert details["float_scopes"] == [] and details["calibration_frames"] == 16
+    assert details["float_ops"] == {} and details["split_precision"] == ["project_mat.conv"]
+    wrong, int16 = _integer_only_violations(artifact.path)
+    assert wrong == []
+    # the head, and (at ratio < 1) the refiner tail's FULLY_CONNECTED picks and the clamp after them
+    assert int16["CONV_2D"] == 2 and set(int16) <= {"CONV_2D", "ADD", "SLICE", "MAXIMUM", "MINIMUM", "QUANTIZE",
+                                                    "FULLY_CONNECTED"}
+    entries = details["not_int8"]
+    assert entries and all(e["kept_as"] == "int16" and e["reason"] in (FULL[0].reason, WHY_TAIL16) for e in entries)
+    assert {e["layer"] for e in entries if e["op"] == "CONV_2D"} == {"project_mat.conv.hi", "project_mat.conv.lo"}
     assert "RELU_0_TO_1" not in details["ops"]
-    assert sum(details["float_ops"].values()) < 0.25 * sum(v for k, v in details["ops"].items()
-                                                           if k not in ("QUANTIZE", "DEQUANTIZE"))
+
+
+def test_split_precision_conv_sums_to_the_original():
+    import torch
+
+    from targets.tflite.split_weights import SplitPrecisionConv
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(16, 4, 1)
+    conv.weight.data *= 30
+    split = SplitPrecisionConv(conv)
+    x = torch.randn(1, 16, 9, 7)
+    assert torch.allclose(split(x), conv(x), atol=1e-5)
+    w = split.hi.weight.detach()
+    scale = w.abs().amax(dim=(1, 2, 3), keepdim=True) / 127
+    assert torch.equal(torch.round(w / scale) * scale, w)  # hi is on its own per-channel int8 grid
+    assert float(split.lo.weight.abs().max()) <= float(scale.max()) / 2 + 1e-6
 
 
 def test_int8_details_list_every_layer_not_in_int8_and_why(small_artifacts):
     from targets.tflite.quantize import BOUNDARY, MIXED, WHY_FLOAT, WHY_TAIL
 
-    full = small_artifacts["int8-full"].details["not_int8"]
-    assert full and all(e["kept_as"] == "float32" for e in full)
-    # nothing float by accident
-    assert {e["reason"] for e in full} <= {BOUNDARY, WHY_FLOAT["project_mat"], WHY_TAIL}
-    assert any(e["reason"] == WHY_FLOAT["project_mat"] and e["op"] == "CONV_2D" for e in full)
+    mixed_float = small_artifacts["int8-mixed"].details["not_int8"]
+    assert {e["reason"] for e in mixed_float} <= {BOUNDARY, WHY_FLOAT["project_mat"], WHY_TAIL,
+                                                *(r.reason for r in MIXED)}
+    assert any(e["reason"] == WHY_FLOAT["project_mat"] and e["op"] == "CONV_2D" for e in mixed_float)
     mixed = small_artifacts["int8-mixed"].details["not_int8"]
     early = [e for e in mixed if e["reason"] == MIXED[0].reason]
     gru = [e for e in mixed if e["reason"] == MIXED[1].reason]
@@ -244,7 +296,8 @@ def test_rollout_parity_small(golden_model, small_artifacts, name):
     report = _parity(golden_model, small_artifacts[name], SMALL)
     report.raise_if_failed()
     assert report.frames == FRAMES and set(report.errors) == set(OUTPUT_NAMES)
-    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1.5e-2, "int8-mixed": 1.5e-2}[name]
+    # int8-full (integer-only) measured 5.2e-3 here (issue 17): held to the int8 recipe bound, 1e-2
+    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1e-2, "int8-mixed": 1.5e-2}[name]
     measured = report.max_abs if name in ("fp32", "fp16") else report.pha_mad  # int8: judged by alpha quality
     assert measured <= bound, f"{name}: {measured:.3g} > {bound:g}"
 

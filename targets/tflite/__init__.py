@@ -19,8 +19,9 @@
 - Where it runs (accelerator.py): each file is compiled onto LiteRT's GPU accelerator alone (WebGPU on a Vulkan
   device: Chromium's SwiftShader here) and, when it is placed whole, its rollout parity is checked there.
 - Precisions (quantize.py): fp32; fp16 weights; int8 with option ``int8_mode`` = ``"dynamic"``
-  (default), ``"full"`` (int8 activations calibrated on rollouts of generated and real footage with the fp32
-  model's real states) or ``"mixed"`` (full with measured exceptions). Every int8 file's manifest entry lists the
+  (default), ``"full"`` (integer-only: int8 activations, 16-bit in the output head, calibrated on rollouts of
+  generated and real footage with the fp32 model's real states) or ``"mixed"`` (W8A8 with measured float
+  exceptions). Every int8 file's manifest entry lists the
   layers that are not int8 and why (``details.not_int8``).
 - Metadata: the contract and provenance (``rvm_export.core.metadata``) as JSON in the flatbuffer's metadata entry
   ``rvm_export`` (read back by :func:`runtime.read_contract`).
@@ -59,8 +60,9 @@ class TfliteOptions(TargetOptions):
     """``--option tflite.KEY=VALUE``."""
 
     int8_mode: Literal["dynamic", "full", "mixed"] | None = option(
-        None, "int8 only: 'dynamic' (int8 weights, activations quantised per call; the default), 'full' (int8 "
-              "activations too, calibrated on rollouts with real states: W8A8 for integer-only NPUs) or 'mixed' "
+        None, "int8 only: 'dynamic' (int8 weights, activations quantised per call; the default), 'full' "
+              "(integer-only for NPUs: int8 activations, 16-bit in the output head; calibrated on rollouts with real "
+              "states) or 'mixed' "
               "(full, with the few layers that measured too sensitive kept at higher precision; listed in the "
               "manifest's details.not_int8)")
     exact_resize: bool = option(

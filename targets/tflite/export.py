@@ -83,7 +83,14 @@ def export_bucket(model, spec: IOSpec, path: Path, request: ExportRequest) -> di
     from .quantize import op_counts, quantize
 
     precision, mode = request.precision, int8_mode(request)
-    content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize)
+    if mode == "full":  # integer-only: project_mat as a split-precision pair of int8 convolutions
+        from .split_weights import SPLIT_MODULES, split_precision
+
+        with split_precision(model):
+            content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize)
+        details["split_precision"] = list(SPLIT_MODULES)
+    else:
+        content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize)
     if precision == Precision.FP32:
         details["compute"] = "float32"
     else:
@@ -92,7 +99,8 @@ def export_bucket(model, spec: IOSpec, path: Path, request: ExportRequest) -> di
         details.update(quant)
         details["compute"] = {"fp16": "float16 conv weights (XNNPACK computes float32; GPU delegate float16)",
                               "dynamic": f"int8 conv weights, activations quantised per call; {_scopes(quant)}",
-                              "full": f"int8 weights and activations; {_scopes(quant)}",
+                              "full": "integer-only: int8 weights, int8 activations (16-bit where the recipe says); "
+                                      f"{_scopes(quant)}",
                               "mixed": f"int8 weights, int8 activations except the recipe's exceptions; "
                                        f"{_scopes(quant)}"}[mode or "fp16"]
     details.setdefault("ops", op_counts(content))

@@ -9,10 +9,15 @@ so ``rKo`` still feeds ``rKi`` without a cast or a transpose.
   delegate consumes them as half precision.
 - ``int8`` ``dynamic``: per-channel int8 weights on every supported op outside :data:`FLOAT_SCOPES`; activations
   stay float32 in the graph and the kernels quantise them on the fly, per call (no calibration).
-- ``int8`` ``full``: per-channel int8 weights and int8 activations on every op the quantizer supports, calibrated on
-  frames of the generated scene *with the states the fp32 PyTorch model really produces* on that rollout
-  (``rvm_export.reference.calibration_feeds``). Scopes listed in :data:`FLOAT_SCOPES` stay float (why:
-  docs/tflite.md, measured there).
+- ``int8`` ``full``: **integer-only** (issue 17): every compute op runs on int8 weights and int8 activations, or
+  16-bit activations ("16x8") where :data:`FULL` says so; only the QUANTIZE of each graph input and the DEQUANTIZE of
+  each graph output are float. Calibrated on rollout frames *with the states the fp32 PyTorch model really
+  produces* (``rvm_export.core.rollout.calibration_set``). ``project_mat`` is exported as a split-precision pair of
+  int8 convolutions (split_weights.py) and :func:`integer_tail` moves the output clamp onto integers.
+- ``int8`` ``mixed``: W8A8 with the layer groups of :data:`MIXED` float (not integer-only; faster on CPUs).
+
+Over 400 lines on purpose: the recipes, their listing (:func:`not_int8`) and the flatbuffer post-passes
+(:func:`integer_tail`, :func:`align_graph_outputs`) read the same op and tensor-name conventions and change together.
 """
 from __future__ import annotations
 
@@ -39,14 +44,15 @@ SIGNATURE_KEY = "serving_default"
 # (0.0055 with it float; docs/tflite.md); it is 64 MACs per low-res pixel. Everything else the quantizer covers is
 # int8, the deep guided filter included (keeping it float changed pha MAD by 4e-4 at 256x144). Each scope must match
 # an op (checked), so a renamed module cannot silently turn the exception off.
-FLOAT_SCOPES: dict[str, tuple[str, ...]] = {"dynamic": ("project_mat",), "full": ("project_mat",),
-                                           "mixed": ("project_mat",)}
+FLOAT_SCOPES: dict[str, tuple[str, ...]] = {"dynamic": ("project_mat",), "full": (), "mixed": ("project_mat",)}
 WHY_FLOAT = {"project_mat": "recipe: the 16->4 output head writes alpha directly; int8 weights there alone gave "
                             "pha MAD 2.6e-2 on the golden weights (5.5e-3 float); 64 MACs per low-res pixel"}
 BOUNDARY = ("float32 I/O contract: this op writes a graph output (fgr, pha or a state rKo), so its inputs are "
             "dequantised and it runs in float; states feed back with no requantisation in the app")
 WHY_TAIL = ("recipe: the grouped4 refiner tail's FULLY_CONNECTED 0/1 picks at full resolution stay float; int8 "
             "would make 8-bit copies of src, fgr and pha (decision 52)")
+WHY_TAIL16 = ("recipe (integer-only): the grouped4 refiner tail's FULLY_CONNECTED 0/1 picks at full resolution run "
+              "with 16-bit activations (exact int8 weights), not 8-bit copies of src, fgr and pha")
 UNCOVERED = "AI Edge Quantizer 0.10 has no int8 recipe for this op here: it stays float between DEQUANTIZE/QUANTIZE"
 
 
@@ -80,10 +86,27 @@ MIXED: tuple[Exception_, ...] = (
 )
 
 
-def _keep_tail_float(recipe, ops, algo) -> None:
+# The full (integer-only) recipe: W8A8 everywhere except these groups, which keep int8 weights with 16-bit
+# activations. Measured on the golden and the QAT-smoke weights (256x144 @ 1, alpha MAD vs PyTorch fp32;
+# docs/tflite.md "int8 recipes"). The output head: project_mat's 4 channels hold alpha's logit before the clamp, and
+# an int8 grid over its calibrated range is a step of several hundredths in alpha.
+OUTPUT_HEAD = r"project_mat|MattingNetwork_model;[0-9]+;$"  # project_mat and the ops after it (split, add, clamp)
+FULL: tuple[Exception_, ...] = (
+    Exception_(OUTPUT_HEAD, "int16",
+               "recipe (integer-only): the output head (project_mat, split-precision int8 weights, and the split/"
+               "add/clamp after it) writes alpha; 8-bit activations there are a step of ~1e-2 in alpha"),
+)
+RECIPES: dict[str, tuple[Exception_, ...]] = {"full": FULL, "mixed": MIXED}
+
+
+def _keep_tail_float(recipe, ops, algo, integer_only: bool = False) -> None:
     """FULLY_CONNECTED stays float: the only ones are the grouped4 refiner tail's 0/1 linear maps at full resolution
-    (the network has none), which int8 would turn into 8-bit copies of src, fgr and pha."""
-    recipe.add_quantization_config(".*", ops.FULLY_CONNECTED, algorithm_key=algo.NO_QUANTIZE)
+    (the network has none), which int8 would turn into 8-bit copies of src, fgr and pha. Integer-only (``full``):
+    they run with 16-bit activations instead (0/1 weights are exact in int8)."""
+    if integer_only:
+        recipe.add_static_config(".*", ops.FULLY_CONNECTED, activation_num_bits=16, weight_num_bits=8)
+    else:
+        recipe.add_quantization_config(".*", ops.FULLY_CONNECTED, algorithm_key=algo.NO_QUANTIZE)
 
 
 def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
@@ -115,9 +138,9 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         if calibration is None:
             raise ExportFailedError("full int8 needs calibration feeds (rollout frames with their real states)")
         float_scopes = FLOAT_SCOPES[int8_mode] if float_scopes is None else float_scopes
-        exceptions = MIXED if int8_mode == "mixed" else ()
+        exceptions = RECIPES[int8_mode]
         q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
-        _keep_tail_float(q, ops, algo)
+        _keep_tail_float(q, ops, algo, integer_only=int8_mode == "full")
         for rule in exceptions:  # later configs win in AI Edge Quantizer's recipe
             if rule.kept_as == "int16":
                 q.add_static_config(rule.scope, ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
@@ -129,14 +152,18 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         # consumers quantise), and the ops that write a graph output stay float (their inputs are dequantised).
         for boundary in (ops.INPUT, ops.OUTPUT):
             q.add_quantization_config(".*", boundary, algorithm_key=algo.NO_QUANTIZE)
-        for name in output_tensor_names(fp32):
+        # mixed: the ops that write a graph output stay float too; full (integer-only): they are integer and a
+        # DEQUANTIZE writes each output (integer_tail below).
+        for name in output_tensor_names(fp32) if int8_mode == "mixed" else ():
             q.add_quantization_config(f"(^|;){re.escape(name)};", ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
-        details.update(recipe="static_wi8_ai8: per-channel int8 weights, int8 activations (min/max)"
-                       + (f", mixed: {len(exceptions)} layer group(s) kept at higher precision" if exceptions else ""),
+        details.update(recipe=("integer-only: per-channel int8 weights, int8 activations (min/max), 16-bit "
+                               f"activations on {len([r for r in exceptions if r.kept_as == 'int16'])} layer group(s)"
+                               if int8_mode == "full" else
+                               f"static_wi8_ai8, mixed: {len(exceptions)} layer group(s) kept float"),
                        float_scopes=list(float_scopes))
     else:
         raise ExportFailedError(f"no TFLite conversion for precision {precision!r} (int8 mode {int8_mode!r})")
-    scopes = [*details.get("float_scopes", []), *(r.scope for r in (MIXED if int8_mode == "mixed" else ()))]
+    scopes = [*details.get("float_scopes", []), *(r.scope for r in RECIPES.get(int8_mode, ()))]
     unmatched = [scope for scope in scopes if precision == "int8" and not _scope_matches(fp32, scope)]
     if unmatched:
         raise ExportFailedError(f"float scope(s) {unmatched} match no op of the model: the module names in its "
@@ -159,13 +186,17 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
             result = engine.quantize(qsv, enable_progress_report=False)
     except Exception as exc:
         raise ExportFailedError(f"AI Edge Quantizer failed for {precision}: {exc}") from exc
-    out, repaired = align_graph_outputs(bytes(result.quantized_model))
+    out = bytes(result.quantized_model)
+    if precision == "int8" and int8_mode == "full":
+        out, tail = integer_tail(out)
+        details["integer_tail"] = tail
+    out, repaired = align_graph_outputs(out)
     if repaired:
         details["repaired_outputs"] = repaired
     details["ops"] = op_counts(out)
     details["float_ops"] = float_ops(out)
     if precision == "int8":
-        rules = [*(MIXED if int8_mode == "mixed" else ()),
+        rules = [*RECIPES.get(int8_mode, ()),
                  *(Exception_(scope, "float32", WHY_FLOAT.get(scope, "recipe: kept float (float_scopes)"))
                    for scope in details.get("float_scopes", []))]
         details["not_int8"] = not_int8(out, rules, dynamic=int8_mode == "dynamic")
@@ -305,7 +336,7 @@ def not_int8(content: bytes, rules: Iterable[Exception_] = (), dynamic: bool = F
         if rule is not None:
             reason = rule.reason
         elif kind == "FULLY_CONNECTED":
-            reason = WHY_TAIL
+            reason = WHY_TAIL16 if kept_as == "int16" else WHY_TAIL
         elif any(i in outputs for i in op.outputs) or any(_feeds_output_only(graph, i, outputs) for i in op.outputs):
             reason = BOUNDARY
         else:
@@ -318,3 +349,111 @@ def _feeds_output_only(graph, tensor: int, outputs: set[int]) -> bool:
     """The tensor only feeds ops whose outputs are graph outputs (the float tail in front of fgr / pha)."""
     consumers = [op for op in graph.operators if tensor in list(op.inputs)]
     return bool(consumers) and all(any(o in outputs for o in op.outputs) for op in consumers)
+
+
+def integer_tail(content: bytes) -> tuple[bytes, list[str]]:
+    """Make an integer-only flatbuffer's graph outputs float32 through a DEQUANTIZE and nothing else.
+
+    AI Edge Quantizer 0.10 has no MINIMUM: the upper clamp of ``fgr`` and ``pha`` (``clamp(x, 0, 1)`` lowers to
+    MAXIMUM then MINIMUM) stays a float op behind a DEQUANTIZE. Here it is rewritten to run on the quantised tensor
+    (TFLite's MINIMUM compares raw values, so input, constant and output share the input's scale and zero point;
+    the constant is rounded to that grid) followed by the DEQUANTIZE. Also, where a state output is written by a
+    quantised op, the SignatureDef and the subgraph outputs are pointed at the float DEQUANTIZE copy AI Edge
+    Quantizer made of it (it names the int8 tensor), and a DEQUANTIZE read only by QUANTIZEs (where 8- and 16-bit
+    groups meet) becomes one requantising QUANTIZE. Returns the flatbuffer and what was changed (names).
+    """
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    graph = model.subgraphs[0]
+    signature = next(s for s in model.signatureDefs if s.subgraphIndex == 0)
+    quantised = {schema.TensorType.INT8, schema.TensorType.INT16}
+    names = {i: flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for i, op in enumerate(graph.operators)}
+    dequant = next((k for k, code in enumerate(model.operatorCodes)
+                    if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE), None)
+    changed: list[str] = []
+
+    def producer(tensor: int) -> int | None:
+        return next((k for k, op in enumerate(graph.operators) if tensor in list(op.outputs)), None)
+
+    # 1. state outputs written by a quantised op: use the float DEQUANTIZE copy
+    for entry in signature.outputs:
+        t = graph.tensors[entry.tensorIndex]
+        if t.type not in quantised:
+            continue
+        copy = next((op.outputs[0] for k, op in enumerate(graph.operators) if names[k] == "DEQUANTIZE"
+                     and list(op.inputs) == [entry.tensorIndex]), None)
+        if copy is None:
+            raise ExportFailedError(f"graph output {_name(entry.name)} is quantised and has no float copy")
+        entry.tensorIndex = copy
+        changed.append(f"{_name(entry.name)}: output is the DEQUANTIZE of the quantised state")
+    # 2. float MINIMUM/MAXIMUM (clamp) on a DEQUANTIZE and a constant: run it on the quantised tensor
+    new_ops = []
+    for k, op in enumerate(graph.operators):
+        new_ops.append(op)
+        if names[k] not in ("MINIMUM", "MAXIMUM") or graph.tensors[op.outputs[0]].type != schema.TensorType.FLOAT32:
+            continue
+        data, const = list(op.inputs)
+        src = producer(data)
+        if src is None or names[src] != "DEQUANTIZE" or graph.tensors[const].buffer <= 0:
+            continue
+        q = graph.operators[src].inputs[0]
+        qt = graph.tensors[q]
+        buf = model.buffers[graph.tensors[const].buffer].data
+        value = np.frombuffer(np.asarray(buf, np.uint8).tobytes(), np.float32)
+        scale, zero = float(qt.quantization.scale[0]), int(qt.quantization.zeroPoint[0])
+        dtype = np.int8 if qt.type == schema.TensorType.INT8 else np.int16
+        info = np.iinfo(dtype)
+        qvalue = np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype)
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(qvalue.tobytes(), np.uint8)
+        model.buffers.append(buffer)
+        ct = _quantised_tensor(schema, graph.tensors[const], qt, len(model.buffers) - 1, "_quantized")
+        graph.tensors.append(ct)
+        out = graph.tensors[op.outputs[0]]
+        ot = _quantised_tensor(schema, out, qt, 0, "_quantized")
+        graph.tensors.append(ot)
+        float_out = op.outputs[0]
+        op.inputs = [q, len(graph.tensors) - 2]
+        op.outputs = [len(graph.tensors) - 1]
+        if dequant is None:
+            code = schema.OperatorCodeT()
+            code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
+            code.version = 1
+            model.operatorCodes.append(code)
+            dequant = len(model.operatorCodes) - 1
+        tail = schema.OperatorT()
+        tail.opcodeIndex, tail.inputs, tail.outputs = dequant, [len(graph.tensors) - 1], [float_out]
+        new_ops.append(tail)
+        changed.append(f"{_name(out.name)}: {names[k]} runs on {'int8' if dtype is np.int8 else 'int16'}")
+    # 3. a DEQUANTIZE read only by QUANTIZEs (int8 <-> int16 where the 16-bit groups meet): one requantising QUANTIZE
+    graph.operators = new_ops
+    sig_outputs = {e.tensorIndex for e in signature.outputs}
+    for op in list(graph.operators):
+        if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) != "DEQUANTIZE" or op.outputs[0] in sig_outputs:
+            continue
+        readers = [r for r in graph.operators if op.outputs[0] in list(r.inputs)]
+        if readers and all(flatbuffer_utils.opcode_to_name(model, r.opcodeIndex) == "QUANTIZE" for r in readers):
+            for r in readers:
+                r.inputs = [op.inputs[0]]
+            changed.append(f"{_name(graph.tensors[op.outputs[0]].name)}: DEQUANTIZE + QUANTIZE -> QUANTIZE")
+    # drop DEQUANTIZEs nothing reads any more
+    read = {i for op in graph.operators for i in op.inputs} | {e.tensorIndex for e in signature.outputs}
+    graph.operators = [op for op in graph.operators
+                       if not (flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "DEQUANTIZE"
+                               and op.outputs[0] not in read)]
+    graph.outputs = [e.tensorIndex for e in signature.outputs]
+    if not changed:
+        return content, []
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changed
+
+
+def _quantised_tensor(schema, like, quant_like, buffer: int, suffix: str):
+    tensor = schema.TensorT()
+    tensor.shape, tensor.type, tensor.buffer = like.shape, quant_like.type, buffer
+    tensor.name = _name(like.name) + suffix
+    tensor.quantization = schema.QuantizationParametersT()
+    tensor.quantization.scale = list(quant_like.quantization.scale)
+    tensor.quantization.zeroPoint = list(quant_like.quantization.zeroPoint)
+    return tensor
