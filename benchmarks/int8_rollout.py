@@ -47,7 +47,7 @@ def _sources(width: int, height: int, frames: int, clips: list[str], clip_frames
 
 
 def _alpha(outputs) -> np.ndarray:
-    pha = np.asarray(outputs["pha"], np.float32)
+    pha = np.array(outputs["pha"], np.float32, copy=True)  # a runner's outputs may be views valid until its next step
     return pha.reshape(pha.shape[-3:] if pha.shape[-1] != 1 else pha.shape[-3:-1]).squeeze()
 
 
