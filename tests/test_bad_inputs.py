@@ -185,6 +185,12 @@ def test_leftovers_of_killed_runs_are_cleaned(fp32_folder, tmp_path):
     assert not dead.exists() and not old_style.exists()
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A shell's background job ignores SIGINT, the child would
+    inherit that and Python would then install no KeyboardInterrupt handler (the test would see exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_leaves_the_folder_as_it_was(fp32_folder, tmp_path, sig, code):
     import shutil
@@ -195,7 +201,8 @@ def test_a_signal_leaves_the_folder_as_it_was(fp32_folder, tmp_path, sig, code):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "rvm_export.cli", "--target", "onnx", "--out", str(out),
                              "--resolution", "256x144@0.5", "--frames", "200", "--skip-bench", "--quiet"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     deadline = time.monotonic() + 300
     while not list(out.glob(".rvm-export-stage-*/onnx/*.onnx")):  # wait until it is past export, into parity
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()

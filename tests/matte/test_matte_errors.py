@@ -147,6 +147,12 @@ def test_failure_mid_run_leaves_nothing(clips, onnx_export, tmp_path, monkeypatc
     assert sorted(p.name for p in out.rglob("*")) == []
 
 
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT back to its default. A shell's background job ignores SIGINT, the child would
+    inherit that and Python would then install no KeyboardInterrupt handler (the test would see exit 0)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_in_a_real_process_leaves_nothing(onnx_export, tmp_path):
     """SIGINT to `python -m rvm_export.matte` once frames are being written: exit 130, no output, no temporary."""
     frames = [np.full((144, 176, 3), (i * 7) % 256, np.uint8) for i in range(400)]
@@ -157,7 +163,8 @@ def test_ctrl_c_in_a_real_process_leaves_nothing(onnx_export, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "rvm_export.matte", str(source), "--model", str(onnx_export), "--composite",
          str(out / "c.mp4"), "--rgba", str(out / "rgba"), "--downsample-ratio", str(SMALL_RATIO), "--quiet",
-         "--no-scene-cuts"], env=env, stderr=subprocess.PIPE, text=True)
+         "--no-scene-cuts"], env=env, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and process.poll() is None:
         written = [p for p in out.rglob("*.png")]
