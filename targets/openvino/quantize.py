@@ -62,7 +62,8 @@ def quantize(ov_model, torch_model, spec: IOSpec, request) -> tuple[Any, dict[st
     feeds = calibration_set(torch_model, buckets, request.calibration_frames)
     names = [p.get_any_name() for p in ov_model.inputs]
     dataset = nncf.Dataset(feeds, lambda item: {name: item[name] for name in names})
-    kept = float_nodes(ov_model, spec.variant)
+    reasons = float_node_reasons(ov_model, spec.variant)
+    kept = sorted(reasons)
     advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(OVERFLOW_FIX),
                                               disable_bias_correction=not BIAS_CORRECTION)
     try:
@@ -73,7 +74,6 @@ def quantize(ov_model, torch_model, spec: IOSpec, request) -> tuple[Any, dict[st
     except Exception as exc:
         raise ExportFailedError(f"NNCF quantisation failed: {exc}") from exc
     counts = Counter(op.get_type_name() for op in quantized.get_ordered_ops())
-    reasons = float_node_reasons(ov_model, spec.variant)
     if not counts["FakeQuantize"]:
         raise ExportFailedError("NNCF inserted no FakeQuantize: the int8 IR would be a float IR")
     return quantized, {
@@ -91,23 +91,9 @@ def quantize(ov_model, torch_model, spec: IOSpec, request) -> tuple[Any, dict[st
 
 
 def float_nodes(ov_model, variant: str = "mobilenetv3") -> list[str]:
-    """Friendly names of every node NNCF must leave in float (see the module docstring)."""
-    state_inputs = set(STATE_OUTPUTS)
-    results = [r for r in ov_model.get_results() if r.get_input_tensor(0).get_any_name() in state_inputs]
-    if len(results) != 4:
-        raise ExportFailedError("cannot find the four state outputs r1o..r4o in the OpenVINO model")
-    core = set(ancestors(results))  # unique names (get_name) of the nodes some state output depends on
-    head = [op for op in ov_model.get_ordered_ops()
-            if op.get_name() not in core and op.get_type_name() not in _NOT_COMPUTE]
-    kept_int8 = [op for op in head if _is_spatial_conv(op)]
-    if not kept_int8:
-        raise ExportFailedError("cannot find the output block's 3x3 convolutions after the last state")
-    names = [op.get_friendly_name() for op in head if not _is_spatial_conv(op)]
-    names += input_stem_nodes(ov_model)
-    names += ratio_path_nodes(ov_model)
-    names += scope_nodes(ov_model, FLOAT_SCOPES[variant])
-    return sorted(set(names))
-
+    """Friendly names of every node NNCF must leave in float (see the module docstring): the keys of
+    :func:`float_node_reasons`."""
+    return sorted(float_node_reasons(ov_model, variant))
 
 WHY = {"head": "after the last recurrent state (project_mat, the refiner, the composition): differences of "
                 "nearly equal box means and the alpha head lose too much at 8 bits (module docstring)",
@@ -122,20 +108,24 @@ _WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 
 
 def float_node_reasons(ov_model, variant: str = "mobilenetv3") -> dict[str, str]:
-    """Friendly name -> reason key of :data:`WHY` for every node :func:`float_nodes` keeps float."""
+    """Friendly name -> reason key of :data:`WHY` for every node NNCF must leave in float: the head after the last
+    state but the output block's 3x3 convolutions, the FLOAT_SCOPES, the ratio path and the input stem (a node in
+    several takes the last of these). Raises ExportFailedError when the four state outputs or those convolutions
+    cannot be found."""
     state_inputs = set(STATE_OUTPUTS)
     results = [r for r in ov_model.get_results() if r.get_input_tensor(0).get_any_name() in state_inputs]
-    core = set(ancestors(results))
-    reasons: dict[str, str] = {}
-    for op in ov_model.get_ordered_ops():
-        if (op.get_name() not in core and op.get_type_name() not in _NOT_COMPUTE
-                and not _is_spatial_conv(op)):
-            reasons[op.get_friendly_name()] = "head"
+    if len(results) != 4:
+        raise ExportFailedError("cannot find the four state outputs r1o..r4o in the OpenVINO model")
+    core = set(ancestors(results))  # unique names (get_name) of the nodes some state output depends on
+    head = [op for op in ov_model.get_ordered_ops()
+            if op.get_name() not in core and op.get_type_name() not in _NOT_COMPUTE]
+    if not any(_is_spatial_conv(op) for op in head):
+        raise ExportFailedError("cannot find the output block's 3x3 convolutions after the last state")
+    reasons = {op.get_friendly_name(): "head" for op in head if not _is_spatial_conv(op)}
     reasons.update({n: "scope" for n in scope_nodes(ov_model, FLOAT_SCOPES[variant])})
     reasons.update({n: "ratio" for n in ratio_path_nodes(ov_model)})
     reasons.update({n: "stem" for n in input_stem_nodes(ov_model)})
     return reasons
-
 
 def not_int8(quantized, reasons: dict[str, str]) -> list[dict[str, str]]:
     """``{layer, op, kept_as, reason}`` for each convolution / MatMul of the quantised model whose activation input
