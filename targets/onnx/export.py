@@ -94,11 +94,11 @@ def export_graph(model, spec: IOSpec, path: Path, request: ExportRequest | None 
             details["compute"] = "float16 (ratio/size arithmetic float32)"
         elif precision == Precision.INT8:
             graph, kept = quantize_int8(model, spec, graph, work, request)
-            details["compute"] = ("int8 QDQ Conv (S8S8, per-channel weights); stem, first three blocks, ConvGRUs, "
-                                  "decoder image-concat convs, output projection, refiner and all non-Conv ops "
-                                  "float32")
-            details["recipe"] = ("ONNX Runtime quantize_static, QDQ, per-channel int8 weights, int8 activations "
-                                 "(S8S8), MinMax")
+            details["compute"] = ("int8 QDQ Conv (U8S8, per-channel 7-bit weights); stem, first three blocks, "
+                                  "ConvGRUs, decoder image-concat convs, output block, output projection, refiner and "
+                                  "all non-Conv ops float32")
+            details["recipe"] = ("ONNX Runtime quantize_static, QDQ, per-channel int8 weights in 7 bits "
+                                 "(reduce_range), uint8 activations (U8S8), MinMax")
             details["calibration"] = calibration_sources()
             details["not_int8"] = not_int8(graph, kept)
         else:

@@ -1,6 +1,15 @@
-"""int8 ONNX: ONNX Runtime static quantisation (QDQ, per-channel weights, int8 activations) of Conv only, calibrated
-on rollouts of the generated scene and a real clip with the states the fp32 PyTorch model really produces
-(:func:`rvm_export.core.rollout.calibration_set`); resize/ratio arithmetic stays float.
+"""int8 ONNX: ONNX Runtime static quantisation (QDQ, per-channel 7-bit weights, uint8 activations: U8S8 with
+``reduce_range``) of Conv only, calibrated on rollouts of the generated scene and a real clip with the states the fp32
+PyTorch model really produces (:func:`rvm_export.core.rollout.calibration_set`); resize/ratio arithmetic stays float.
+
+Why U8S8 with 7-bit weights (decision 59): ONNX Runtime's x64 CPU provider has no int8-activation (S8S8) convolution
+kernel; its optimiser rewrites int8 Q/DQ pairs to uint8 where it can and leaves every Conv whose input and output
+types then disagree unfused: DequantizeLinear -> float Conv (NCHW, not even the blocked kernel) -> QuantizeLinear,
+slower than the fp32 file (the earlier S8S8 file: 28 of 56 int8 Convs fused, 0.86x-0.96x of fp32 at 1080p). U8S8
+fuses all of them into QLinearConv. Its AVX2 kernel (no VNNI) sums u8 x s8 products pairwise in int16
+(``VPMADDUBSW``), which saturates with full-range weights (alpha MAD 3.5e-2 on the smoke weights); 7-bit weights
+bound a pair sum by 2 x 255 x 64 = 32640 < 32767, the remedy ONNX Runtime's quantisation guide gives for CPUs
+without VNNI. On a VNNI CPU or an NPU the file is the same and loses one bit of weight precision.
 
 Convs kept in float (:func:`float_convs`), the recipe OpenVINO's int8 IR uses (targets/openvino/quantize.py),
 found from the graph's structure and the module scopes in the node names:
@@ -83,8 +92,9 @@ class _FeedReader:
 
 
 def quantize_int8(model, spec: IOSpec, graph, work: Path, request: ExportRequest):
-    """ONNX Runtime static quantisation (QDQ) of the Convs outside FLOAT_SCOPES, calibrated on a rollout with real
-    states (:func:`rvm_export.core.rollout.calibration_set`). Returns the quantised ModelProto."""
+    """ONNX Runtime static quantisation (QDQ, U8S8, 7-bit per-channel weights) of every Conv not in
+    :func:`float_convs`, calibrated on rollouts with real states (:func:`rvm_export.core.rollout.calibration_set`).
+    Returns ``(quantised ModelProto, {float Conv name: why})``. Raises ExportFailedError without a request."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -102,8 +112,8 @@ def quantize_int8(model, spec: IOSpec, graph, work: Path, request: ExportRequest
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     kept = float_convs(onnx.load(str(pre)), spec.variant)
     quantize_static(str(pre), str(out), _FeedReader(feeds, spec.input_names), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                    op_types_to_quantize=["Conv"], per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, reduce_range=True, calibrate_method=CalibrationMethod.MinMax,
                     nodes_to_exclude=list(kept))
     return onnx.load(str(out)), kept
 
