@@ -275,8 +275,12 @@ def test_int8_alpha_quality_and_float_scope(golden_model, static_int8):
     assert any(v for k, v in fq_input.items() if "/decode0/" in k)  # the output block too
     assert not fq_input[convs[0].get_friendly_name()]  # the input stem stays float
     assert not fq_input[convs[-1].get_friendly_name()]  # so does the head (last 1x1: refiner / project_mat)
-    kept_float = [k for k in fq_input if "/gru/" in k or "/backbone/features.1/" in k or "/backbone/features.3/" in k]
-    assert kept_float and not any(fq_input[k] for k in kept_float)  # ConvGRUs and the first blocks stay float
+    scopes = ("/gru/", "/backbone/features.1/", "/backbone/features.2/", "/backbone/features.3/",
+              "/backbone/features.4/")  # the recipe's float scopes (decision 60: block 4 joined blocks 1-3)
+    kept_float = [k for k in fq_input if any(s in k for s in scopes)]
+    assert all(any(s in k for k in kept_float) for s in scopes)  # every scope is found in the IR...
+    assert not any(fq_input[k] for k in kept_float)  # ...and stays float: ConvGRUs and the first four blocks
+    assert any(v for k, v in fq_input.items() if "/backbone/features.5/" in k)  # the scope ends at block 4
     # ...and the manifest says so, layer by layer: every float convolution named, with its reason
     listed = {e["layer"]: e for e in static_int8["static"].details["not_int8"]}
     assert {k for k, v in fq_input.items() if not v} == {k for k, e in listed.items() if e["op"] == "Convolution"}
