@@ -93,20 +93,15 @@ MIXED: tuple[Exception_, ...] = (
 # The full (integer-only) recipe: W8A8 everywhere except these groups, which keep int8 weights with 16-bit
 # activations. Measured on the golden and the smoke weights (256x144 @ 1, alpha MAD vs PyTorch fp32;
 # docs/tflite.md "int8 recipes"). The output head: project_mat's 4 channels hold alpha's logit before the clamp, and
-# an int8 grid over its calibrated range is a step of several hundredths in alpha. The GRU blend: with the state
-# ranges at [-1, 1] (integer_only.bound_state_ranges), 8-bit blends still drifted on the smoke weights over 1000
-# frames (1.49e-2 -> 2.19e-2); with the blend's elementwise ops at 16 bits the error is flat (1.34e-2 -> 1.20e-2)
-# for ~20 % more time (the convolutions stay 8-bit: 16-bit ConvGRU convolutions cost 5x).
+# an int8 grid over its calibrated range is a step of several hundredths in alpha. Not here: the ConvGRU blend at
+# 16 bits made the smoke weights' error flat over 1000 frames (1.26e-2) but lifted the golden scene from 9.68e-3 to
+# 1.005e-2, over the bound (docs/tflite.md "The recurrent states' ranges"); the state ranges are bounded instead
+# (integer_only.bound_state_ranges).
 OUTPUT_HEAD = r"project_mat|MattingNetwork_model;[0-9]+;$"  # project_mat and the ops after it (split, add, clamp)
-GRU_BLEND = f"ConvGRU_gru|^{SIGNATURE_KEY}_r[1-4]o_output(;|$)"  # r * h, 1 - z, (1 - z) * h, z * c and the ADD -> rKo
 FULL: tuple[Exception_, ...] = (
     Exception_(OUTPUT_HEAD, "int16",
                "recipe (integer-only): the output head (project_mat, split-precision int8 weights, and the split/"
                "add/clamp after it) writes alpha; 8-bit activations there are a step of ~1e-2 in alpha"),
-    Exception_(GRU_BLEND, "int16",
-               "recipe (integer-only): the ConvGRUs' gate products and state blend h' = (1 - z) * h + z * c, fed "
-               "back every frame; at 8 bits the alpha error grew over 1000 frames on the smoke weights, at 16 bits "
-               "it is flat (the GRU convolutions stay 8-bit)", ops=("MUL", "SUB", "ADD")),
 )
 RECIPES: dict[str, tuple[Exception_, ...]] = {"full": FULL, "mixed": MIXED}
 
