@@ -245,6 +245,47 @@ def test_full_int8_is_integer_only(small_artifacts):
     assert "RELU_0_TO_1" not in details["ops"]
 
 
+def test_full_int8_state_path_spans_the_gru_bound(small_artifacts):
+    """int8_mode=full: the recurrent states (the QUANTIZE of r1i..r4i, the ADD writing r1o..r4o) and the ConvGRUs'
+    MUL/TANH outputs are quantised over [-1, 1], |h| <= 1's bound, not over calibration's narrower moving average
+    (+-0.77 for the state inputs, which clipped the fed-back states). Tensors read by a CONCATENATION share the
+    concatenation's (wider) scale and are not checked."""
+    artifact = small_artifacts["int8-full"]
+    assert artifact.details["state_ranges"].startswith("[-1, 1] on ")
+    spans = _state_path_spans(artifact.path)
+    assert sorted(collections.Counter(kind for kind, _ in spans).items()) == [
+        ("ADD", 4), ("MUL", 8), ("QUANTIZE", 4), ("TANH", 4)]
+    for kind, (low, high, step) in spans:
+        assert low == pytest.approx(-1, abs=1.5 * step) and high == pytest.approx(1, abs=1.5 * step), kind
+
+
+def _state_path_spans(path) -> list[tuple[str, tuple[float, float, float]]]:
+    """(op, (lowest, highest representable value, step)) of the state path's quantised outputs in a .tflite."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from targets.tflite.integer_only import GRU_SCOPE
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(path).read_bytes()))
+    graph = model.subgraphs[0]
+    kinds = [flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for op in graph.operators]
+    concat_inputs = {i for op, kind in zip(graph.operators, kinds) if kind == "CONCATENATION" for i in op.inputs}
+    spans = []
+    for op, kind in zip(graph.operators, kinds):
+        out = graph.tensors[op.outputs[0]]
+        name = out.name.decode() if isinstance(out.name, bytes) else out.name
+        state_in = kind == "QUANTIZE" and set(op.inputs) <= set(graph.inputs[1:])
+        state_out = kind == "ADD" and re.fullmatch(r"serving_default_r[1-4]o_output", name)
+        if not (state_in or state_out or (kind in ("MUL", "TANH") and GRU_SCOPE in name)):
+            continue
+        if op.outputs[0] in concat_inputs or out.type not in (schema.TensorType.INT8, schema.TensorType.INT16):
+            continue
+        info = np.iinfo(np.int8 if out.type == schema.TensorType.INT8 else np.int16)
+        scale, zero = float(out.quantization.scale[0]), int(out.quantization.zeroPoint[0])
+        spans.append((kind, ((info.min - zero) * scale, (info.max - zero) * scale, scale)))
+    return spans
+
+
 def test_split_precision_conv_sums_to_the_original():
     import torch
 

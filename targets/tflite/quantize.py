@@ -12,12 +12,12 @@ so ``rKo`` still feeds ``rKi`` without a cast or a transpose.
 - ``int8`` ``full``: **integer-only** (issue 17): every compute op runs on int8 weights and int8 activations, or
   16-bit activations ("16x8") where :data:`FULL` says so; only the QUANTIZE of each graph input and the DEQUANTIZE of
   each graph output are float. Calibrated on rollout frames *with the states the fp32 PyTorch model really
-  produces* (``rvm_export.core.rollout.calibration_set``). ``project_mat`` is exported as a split-precision pair of
-  int8 convolutions (split_weights.py) and :func:`integer_tail` moves the output clamp onto integers.
+  produces* (``rvm_export.core.rollout.calibration_set``); the recurrent states' ranges are then set to their bound
+  ``[-1, 1]`` (:func:`~.integer_only.bound_state_ranges`). ``project_mat`` is exported as a split-precision pair of
+  int8 convolutions (split_weights.py) and :func:`~.integer_only.integer_tail` moves the output clamp onto integers.
 - ``int8`` ``mixed``: W8A8 with the layer groups of :data:`MIXED` float (not integer-only; faster on CPUs).
 
-Over 400 lines on purpose: the recipes, their listing (:func:`not_int8`) and the flatbuffer post-passes
-(:func:`integer_tail`, :func:`align_graph_outputs`) read the same op and tensor-name conventions and change together.
+The integer-only post-passes (state ranges, integer output tail) live in integer_only.py.
 """
 from __future__ import annotations
 
@@ -31,6 +31,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from rvm_export.core.errors import ExportFailedError
+
+from .integer_only import _name, bound_state_ranges, integer_tail
 
 __all__ = ["INT8_MODES", "FLOAT_SCOPES", "MIXED", "quantize", "op_counts", "float_ops", "not_int8", "layer_name",
            "align_graph_outputs"]
@@ -58,12 +60,14 @@ UNCOVERED = "AI Edge Quantizer 0.10 has no int8 recipe for this op here: it stay
 
 @dataclass(frozen=True)
 class Exception_:
-    """One layer group of the ``mixed`` recipe that is not W8A8: ``scope`` is a regex on litert-torch's tensor
-    names (module paths), ``kept_as`` is ``float32`` or ``int16`` (16-bit activations, 8-bit weights)."""
+    """One layer group of a static recipe that is not W8A8: ``scope`` is a regex on litert-torch's tensor names
+    (module paths), ``kept_as`` is ``float32`` or ``int16`` (16-bit activations, 8-bit weights), ``ops`` the op
+    types it covers (AI Edge Quantizer's TFLOperationName member names; empty: every supported op)."""
 
     scope: str
     kept_as: str
     reason: str
+    ops: tuple[str, ...] = ()
 
 
 # The mixed recipe: W8A8 everywhere except these two groups, chosen from measurements on the smoke-trained
@@ -87,9 +91,12 @@ MIXED: tuple[Exception_, ...] = (
 
 
 # The full (integer-only) recipe: W8A8 everywhere except these groups, which keep int8 weights with 16-bit
-# activations. Measured on the golden and the QAT-smoke weights (256x144 @ 1, alpha MAD vs PyTorch fp32;
+# activations. Measured on the golden and the smoke weights (256x144 @ 1, alpha MAD vs PyTorch fp32;
 # docs/tflite.md "int8 recipes"). The output head: project_mat's 4 channels hold alpha's logit before the clamp, and
-# an int8 grid over its calibrated range is a step of several hundredths in alpha.
+# an int8 grid over its calibrated range is a step of several hundredths in alpha. Not here: the ConvGRU blend at
+# 16 bits made the smoke weights' error flat over 1000 frames (1.26e-2) but lifted the golden scene from 9.68e-3 to
+# 1.005e-2, over the bound (docs/tflite.md "The recurrent states' ranges"); the state ranges are bounded instead
+# (integer_only.bound_state_ranges).
 OUTPUT_HEAD = r"project_mat|MattingNetwork_model;[0-9]+;$"  # project_mat and the ops after it (split, add, clamp)
 FULL: tuple[Exception_, ...] = (
     Exception_(OUTPUT_HEAD, "int16",
@@ -142,10 +149,11 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
         _keep_tail_float(q, ops, algo, integer_only=int8_mode == "full")
         for rule in exceptions:  # later configs win in AI Edge Quantizer's recipe
-            if rule.kept_as == "int16":
-                q.add_static_config(rule.scope, ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
-            else:
-                q.add_quantization_config(rule.scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
+            for op in [getattr(ops, name) for name in rule.ops] or [ops.ALL_SUPPORTED]:
+                if rule.kept_as == "int16":
+                    q.add_static_config(rule.scope, op, activation_num_bits=16, weight_num_bits=8)
+                else:
+                    q.add_quantization_config(rule.scope, op, algorithm_key=algo.NO_QUANTIZE)
         for scope in float_scopes:
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         # float32 I/O, so rKo feeds rKi with no requantisation in the app: the graph inputs stay float (the first
@@ -178,6 +186,9 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         except Exception as exc:
             raise ExportFailedError(f"int8 calibration failed: {exc}") from exc
         details["calibration_frames"] = len(feeds)
+        if int8_mode == "full":  # integer-only: the ConvGRU state path spans [-1, 1] (integer_only.py)
+            qsv, bounded = bound_state_ranges(fp32, qsv)
+            details["state_ranges"] = f"[-1, 1] on {len(bounded)} recurrent-state tensors (r1i..r4o, ConvGRU MUL/TANH)"
         from rvm_export.core.rollout import calibration_sources
 
         details["calibration"] = calibration_sources()
@@ -244,10 +255,6 @@ def align_graph_outputs(content: bytes) -> tuple[bytes, list[str]]:
     repaired = [_name(m.name) for m in signature.outputs if m.tensorIndex not in list(graph.outputs)]
     graph.outputs = wanted
     return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), repaired
-
-
-def _name(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _scope_matches(content: bytes, scope: str) -> bool:
@@ -349,111 +356,3 @@ def _feeds_output_only(graph, tensor: int, outputs: set[int]) -> bool:
     """The tensor only feeds ops whose outputs are graph outputs (the float tail in front of fgr / pha)."""
     consumers = [op for op in graph.operators if tensor in list(op.inputs)]
     return bool(consumers) and all(any(o in outputs for o in op.outputs) for op in consumers)
-
-
-def integer_tail(content: bytes) -> tuple[bytes, list[str]]:
-    """Make an integer-only flatbuffer's graph outputs float32 through a DEQUANTIZE and nothing else.
-
-    AI Edge Quantizer 0.10 has no MINIMUM: the upper clamp of ``fgr`` and ``pha`` (``clamp(x, 0, 1)`` lowers to
-    MAXIMUM then MINIMUM) stays a float op behind a DEQUANTIZE. Here it is rewritten to run on the quantised tensor
-    (TFLite's MINIMUM compares raw values, so input, constant and output share the input's scale and zero point;
-    the constant is rounded to that grid) followed by the DEQUANTIZE. Also, where a state output is written by a
-    quantised op, the SignatureDef and the subgraph outputs are pointed at the float DEQUANTIZE copy AI Edge
-    Quantizer made of it (it names the int8 tensor), and a DEQUANTIZE read only by QUANTIZEs (where 8- and 16-bit
-    groups meet) becomes one requantising QUANTIZE. Returns the flatbuffer and what was changed (names).
-    """
-    from ai_edge_litert import schema_py_generated as schema
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
-    graph = model.subgraphs[0]
-    signature = next(s for s in model.signatureDefs if s.subgraphIndex == 0)
-    quantised = {schema.TensorType.INT8, schema.TensorType.INT16}
-    names = {i: flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) for i, op in enumerate(graph.operators)}
-    dequant = next((k for k, code in enumerate(model.operatorCodes)
-                    if max(code.builtinCode, code.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE), None)
-    changed: list[str] = []
-
-    def producer(tensor: int) -> int | None:
-        return next((k for k, op in enumerate(graph.operators) if tensor in list(op.outputs)), None)
-
-    # 1. state outputs written by a quantised op: use the float DEQUANTIZE copy
-    for entry in signature.outputs:
-        t = graph.tensors[entry.tensorIndex]
-        if t.type not in quantised:
-            continue
-        copy = next((op.outputs[0] for k, op in enumerate(graph.operators) if names[k] == "DEQUANTIZE"
-                     and list(op.inputs) == [entry.tensorIndex]), None)
-        if copy is None:
-            raise ExportFailedError(f"graph output {_name(entry.name)} is quantised and has no float copy")
-        entry.tensorIndex = copy
-        changed.append(f"{_name(entry.name)}: output is the DEQUANTIZE of the quantised state")
-    # 2. float MINIMUM/MAXIMUM (clamp) on a DEQUANTIZE and a constant: run it on the quantised tensor
-    new_ops = []
-    for k, op in enumerate(graph.operators):
-        new_ops.append(op)
-        if names[k] not in ("MINIMUM", "MAXIMUM") or graph.tensors[op.outputs[0]].type != schema.TensorType.FLOAT32:
-            continue
-        data, const = list(op.inputs)
-        src = producer(data)
-        if src is None or names[src] != "DEQUANTIZE" or graph.tensors[const].buffer <= 0:
-            continue
-        q = graph.operators[src].inputs[0]
-        qt = graph.tensors[q]
-        buf = model.buffers[graph.tensors[const].buffer].data
-        value = np.frombuffer(np.asarray(buf, np.uint8).tobytes(), np.float32)
-        scale, zero = float(qt.quantization.scale[0]), int(qt.quantization.zeroPoint[0])
-        dtype = np.int8 if qt.type == schema.TensorType.INT8 else np.int16
-        info = np.iinfo(dtype)
-        qvalue = np.clip(np.round(value / scale) + zero, info.min, info.max).astype(dtype)
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(qvalue.tobytes(), np.uint8)
-        model.buffers.append(buffer)
-        ct = _quantised_tensor(schema, graph.tensors[const], qt, len(model.buffers) - 1, "_quantized")
-        graph.tensors.append(ct)
-        out = graph.tensors[op.outputs[0]]
-        ot = _quantised_tensor(schema, out, qt, 0, "_quantized")
-        graph.tensors.append(ot)
-        float_out = op.outputs[0]
-        op.inputs = [q, len(graph.tensors) - 2]
-        op.outputs = [len(graph.tensors) - 1]
-        if dequant is None:
-            code = schema.OperatorCodeT()
-            code.builtinCode = code.deprecatedBuiltinCode = schema.BuiltinOperator.DEQUANTIZE
-            code.version = 1
-            model.operatorCodes.append(code)
-            dequant = len(model.operatorCodes) - 1
-        tail = schema.OperatorT()
-        tail.opcodeIndex, tail.inputs, tail.outputs = dequant, [len(graph.tensors) - 1], [float_out]
-        new_ops.append(tail)
-        changed.append(f"{_name(out.name)}: {names[k]} runs on {'int8' if dtype is np.int8 else 'int16'}")
-    # 3. a DEQUANTIZE read only by QUANTIZEs (int8 <-> int16 where the 16-bit groups meet): one requantising QUANTIZE
-    graph.operators = new_ops
-    sig_outputs = {e.tensorIndex for e in signature.outputs}
-    for op in list(graph.operators):
-        if flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) != "DEQUANTIZE" or op.outputs[0] in sig_outputs:
-            continue
-        readers = [r for r in graph.operators if op.outputs[0] in list(r.inputs)]
-        if readers and all(flatbuffer_utils.opcode_to_name(model, r.opcodeIndex) == "QUANTIZE" for r in readers):
-            for r in readers:
-                r.inputs = [op.inputs[0]]
-            changed.append(f"{_name(graph.tensors[op.outputs[0]].name)}: DEQUANTIZE + QUANTIZE -> QUANTIZE")
-    # drop DEQUANTIZEs nothing reads any more
-    read = {i for op in graph.operators for i in op.inputs} | {e.tensorIndex for e in signature.outputs}
-    graph.operators = [op for op in graph.operators
-                       if not (flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) == "DEQUANTIZE"
-                               and op.outputs[0] not in read)]
-    graph.outputs = [e.tensorIndex for e in signature.outputs]
-    if not changed:
-        return content, []
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), changed
-
-
-def _quantised_tensor(schema, like, quant_like, buffer: int, suffix: str):
-    tensor = schema.TensorT()
-    tensor.shape, tensor.type, tensor.buffer = like.shape, quant_like.type, buffer
-    tensor.name = _name(like.name) + suffix
-    tensor.quantization = schema.QuantizationParametersT()
-    tensor.quantization.scale = list(quant_like.quantization.scale)
-    tensor.quantization.zeroPoint = list(quant_like.quantization.zeroPoint)
-    return tensor
