@@ -5,7 +5,7 @@ PyTorch model really produces (:func:`rvm_export.core.rollout.calibration_set`);
 Why U8S8 with 7-bit weights (decision 59): ONNX Runtime's x64 CPU provider has no int8-activation (S8S8) convolution
 kernel; its optimiser rewrites int8 Q/DQ pairs to uint8 where it can and leaves every Conv whose input and output
 types then disagree unfused: DequantizeLinear -> float Conv (NCHW, not even the blocked kernel) -> QuantizeLinear,
-slower than the fp32 file (the earlier S8S8 file: 28 of 56 int8 Convs fused, 0.86x-0.96x of fp32 at 1080p). U8S8
+no faster than the fp32 file (the earlier S8S8 file at 1080p: 28 of 55 int8 Convs fused, 0.86x-1.02x of fp32). U8S8
 fuses all of them into QLinearConv. Its AVX2 kernel (no VNNI) sums u8 x s8 products pairwise in int16
 (``VPMADDUBSW``), which saturates with full-range weights (alpha MAD 3.5e-2 on the smoke weights); 7-bit weights
 bound a pair sum by 2 x 255 x 64 = 32640 < 32767, the remedy ONNX Runtime's quantisation guide gives for CPUs
