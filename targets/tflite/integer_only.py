@@ -13,7 +13,6 @@ integer output tail.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -47,17 +46,18 @@ def bound_state_ranges(fp32: bytes, qsv: dict[str, Any]) -> tuple[dict[str, Any]
     names = [_name(t.name) for t in graph.tensors]
     states = [names[by_key[key]] for key in (*STATE_INPUTS, *STATE_OUTPUTS) if key in by_key]
     inner = [names[op.outputs[0]] for op in graph.operators
-             if re.search(GRU_SCOPE, names[op.outputs[0]])
+             if GRU_SCOPE in names[op.outputs[0]]
              and flatbuffer_utils.opcode_to_name(model, op.opcodeIndex) in BOUNDED_OPS]
     missing = [n for n in states if n not in qsv]
     if len(states) != len(STATE_INPUTS) * 2 or missing or not inner:
         raise ExportFailedError(f"cannot bound the recurrent-state ranges: state tensors {states} (uncalibrated: "
                                 f"{missing}), {len(inner)} ConvGRU MUL/TANH ops")
+    changed = [*states, *(n for n in inner if n in qsv)]
     bounded = dict(qsv)
-    for name in [*states, *(n for n in inner if n in qsv)]:
+    for name in changed:
         low, high = (np.asarray(qsv[name][k], np.float32) for k in ("min", "max"))
         bounded[name] = {**qsv[name], "min": np.full_like(low, -STATE_BOUND), "max": np.full_like(high, STATE_BOUND)}
-    return bounded, [*states, *(n for n in inner if n in qsv)]
+    return bounded, changed
 
 
 def integer_tail(content: bytes) -> tuple[bytes, list[str]]:

@@ -61,13 +61,11 @@ UNCOVERED = "AI Edge Quantizer 0.10 has no int8 recipe for this op here: it stay
 @dataclass(frozen=True)
 class Exception_:
     """One layer group of a static recipe that is not W8A8: ``scope`` is a regex on litert-torch's tensor names
-    (module paths), ``kept_as`` is ``float32`` or ``int16`` (16-bit activations, 8-bit weights), ``ops`` the op
-    types it covers (AI Edge Quantizer's TFLOperationName member names; empty: every supported op)."""
+    (module paths), ``kept_as`` is ``float32`` or ``int16`` (16-bit activations, 8-bit weights)."""
 
     scope: str
     kept_as: str
     reason: str
-    ops: tuple[str, ...] = ()
 
 
 # The mixed recipe: W8A8 everywhere except these two groups, chosen from measurements on the smoke-trained
@@ -149,11 +147,10 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
         _keep_tail_float(q, ops, algo, integer_only=int8_mode == "full")
         for rule in exceptions:  # later configs win in AI Edge Quantizer's recipe
-            for op in [getattr(ops, name) for name in rule.ops] or [ops.ALL_SUPPORTED]:
-                if rule.kept_as == "int16":
-                    q.add_static_config(rule.scope, op, activation_num_bits=16, weight_num_bits=8)
-                else:
-                    q.add_quantization_config(rule.scope, op, algorithm_key=algo.NO_QUANTIZE)
+            if rule.kept_as == "int16":
+                q.add_static_config(rule.scope, ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
+            else:
+                q.add_quantization_config(rule.scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         for scope in float_scopes:
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         # float32 I/O, so rKo feeds rKi with no requantisation in the app: the graph inputs stay float (the first
