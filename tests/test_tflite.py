@@ -43,7 +43,8 @@ THREADS = RuntimeOptions(threads=2)
 TRAINED = Path(__file__).resolve().parents[1] / "runs" / "smoke" / "checkpoint_last.pth"
 # (id, precision, options) -- the matrix of what one bucket can be exported as
 VARIANTS = [("fp32", "fp32", {}), ("fp16", "fp16", {}), ("int8-dynamic", "int8", {}),  # dynamic is the default
-            ("int8-full", "int8", {"int8_mode": "full"}), ("int8-mixed", "int8", {"int8_mode": "mixed"})]
+            ("int8-full", "int8", {"int8_mode": "full"}), ("int8-mixed", "int8", {"int8_mode": "mixed"}),
+            ("int8-16x8", "int8", {"int8_mode": "16x8"})]
 
 
 def _request(bucket=SMALL, precision="fp32", layout=Layout.NHWC, dynamic=False, options=None, frames=16):
@@ -238,11 +239,65 @@ def test_full_int8_is_integer_only(small_artifacts):
     assert wrong == []
     # the head, and (at ratio < 1) the refiner tail's FULLY_CONNECTED picks and the clamp after them
     assert int16["CONV_2D"] == 2 and set(int16) <= {"CONV_2D", "ADD", "SLICE", "MAXIMUM", "MINIMUM", "QUANTIZE",
-                                                    "FULLY_CONNECTED"}
+                                                    "FULLY_CONNECTED", "TRANSPOSE", "RESHAPE"}
     entries = details["not_int8"]
     assert entries and all(e["kept_as"] == "int16" and e["reason"] in (FULL[0].reason, WHY_TAIL16) for e in entries)
     assert {e["layer"] for e in entries if e["op"] == "CONV_2D"} == {"project_mat.conv.hi", "project_mat.conv.lo"}
     assert "RELU_0_TO_1" not in details["ops"]
+
+
+def test_16x8_is_integer_only_with_16bit_activations(golden_model, small_artifacts):
+    """int8_mode=16x8: no float compute op and no int8 activation (int8 tensors are weights only, every other
+    quantised tensor is int16); hardswish traced as ReLUs (no HARD_SWISH: it has no 16-bit recipe, so it would run
+    8-bit); project_mat and the 12 conv + BN pairs of MobileNetV3's stem and blocks 1-4 as split-precision pairs."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from targets.tflite.quantize import WHY_16X8
+    from targets.tflite.split_weights import early_backbone_convs
+
+    artifact = small_artifacts["int8-16x8"]
+    details = artifact.details
+    assert details["float_ops"] == {} and _integer_only_violations(artifact.path)[0] == []
+    assert details["split_precision"] == ["project_mat.conv", *early_backbone_convs(golden_model)]
+    assert len(details["split_precision"]) == 13 and "HARD_SWISH" not in details["ops"]
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(artifact.path).read_bytes()))
+    graph = model.subgraphs[0]
+    constant = {i for i, t in enumerate(graph.tensors) if t.buffer > 0 and model.buffers[t.buffer].data is not None
+                and len(model.buffers[t.buffer].data)}
+    int8_activations = [graph.tensors[i].name for op in graph.operators for i in (*op.inputs, *op.outputs)
+                        if i >= 0 and i not in constant and graph.tensors[i].type == schema.TensorType.INT8]
+    assert int8_activations == []
+    fp32 = small_artifacts["fp32"].details["ops"]
+    convs = details["ops"]["CONV_2D"] + details["ops"]["DEPTHWISE_CONV_2D"]
+    assert convs == fp32["CONV_2D"] + fp32["DEPTHWISE_CONV_2D"] + 13  # one more convolution per split
+    assert details["not_int8"][0] == {"layer": "*", "op": "*", "kept_as": "int16 activations, int8 weights",
+                                      "reason": WHY_16X8}
+
+
+def test_full_int8_nchw_outputs_keep_the_16bit_head(golden_model, tmp_path):
+    """NCHW integer-only: fgr and pha leave through the layout op (TRANSPOSE / RESHAPE) on the 16-bit head's grid,
+    not requantised to int8 in front of it (which gave pha 256 levels: steps of 1/255)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    bucket = Bucket(128, 72, 1.0)
+    (artifact,) = tflite.export(golden_model, _request(bucket, "int8", layout=Layout.NCHW,
+                                                       options={"int8_mode": "full"}, frames=4), tmp_path)
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(Path(artifact.path).read_bytes()))
+    graph = model.subgraphs[0]
+    producer = {o: op for op in graph.operators for o in op.outputs}
+    signature = next(s for s in model.signatureDefs if s.subgraphIndex == 0)
+    for entry in signature.outputs:
+        if entry.name.decode() not in ("fgr", "pha"):
+            continue
+        tail = producer[entry.tensorIndex]
+        assert flatbuffer_utils.opcode_to_name(model, tail.opcodeIndex) == "DEQUANTIZE"
+        assert graph.tensors[tail.inputs[0]].type == schema.TensorType.INT16, entry.name
+    runner = tflite.load(artifact, THREADS)
+    frame = next(iter(MovingScene(bucket.width, bucket.height, 2, seed=0)))
+    pha = runner.stream(bucket).step(frame)["pha"]
+    assert len(np.unique(pha)) > 256
 
 
 def test_full_int8_state_path_spans_the_gru_bound(small_artifacts):
@@ -303,6 +358,32 @@ def test_split_precision_conv_sums_to_the_original():
     assert float(split.lo.weight.abs().max()) <= float(scale.max()) / 2 + 1e-6
 
 
+def test_16x8_rewrites_keep_the_network_and_restore_it(golden_model):
+    """The 16x8 tracing rewrites change no number PyTorch computes beyond float32 rounding (hardswish as ReLUs,
+    BN folded into split-precision conv pairs in the stem and blocks 1-4), and the model is itself again after."""
+    import torch
+
+    from targets.tflite.split_weights import SPLIT_MODULES, early_backbone_convs, split_precision
+    from targets.traced.rewrites import int16_friendly
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 72, 128) * 1.2 - 0.1
+    before = {k: v.clone() for k, v in golden_model.state_dict().items()}
+    with torch.no_grad():
+        reference = golden_model(x, downsample_ratio=1.0)
+        with split_precision(golden_model, SPLIT_MODULES + early_backbone_convs(golden_model)), int16_friendly():
+            assert isinstance(golden_model.backbone.features[0][1], torch.nn.Identity)
+            rewritten = golden_model(x, downsample_ratio=1.0)
+        after = golden_model(x, downsample_ratio=1.0)
+    for a, b, c in zip(reference, rewritten, after):
+        assert float((a - b).abs().max()) < 2e-5 and torch.equal(a, c)
+    assert all(torch.equal(before[k], v) for k, v in golden_model.state_dict().items())
+    hs = torch.linspace(-50, 50, 100001)
+    with int16_friendly():
+        relus = torch.nn.functional.hardswish(hs)
+    assert float((relus - torch.nn.functional.hardswish(hs)).abs().max()) < 1e-5
+
+
 def test_int8_details_list_every_layer_not_in_int8_and_why(small_artifacts):
     from targets.tflite.quantize import BOUNDARY, MIXED, WHY_FLOAT, WHY_TAIL
 
@@ -338,7 +419,8 @@ def test_rollout_parity_small(golden_model, small_artifacts, name):
     report.raise_if_failed()
     assert report.frames == FRAMES and set(report.errors) == set(OUTPUT_NAMES)
     # int8-full (integer-only) measured 5.2e-3 here (issue 17): held to the int8 recipe bound, 1e-2
-    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1e-2, "int8-mixed": 1.5e-2}[name]
+    bound = {"fp32": 1e-4, "fp16": 5e-3, "int8-dynamic": 1e-2, "int8-full": 1e-2, "int8-mixed": 1.5e-2,
+             "int8-16x8": 8e-3}[name]  # 16x8 measured 5.9e-3 here (golden at 0.5, 8 frames; its level, decision 62)
     measured = report.max_abs if name in ("fp32", "fp16") else report.pha_mad  # int8: judged by alpha quality
     assert measured <= bound, f"{name}: {measured:.3g} > {bound:g}"
 
@@ -424,8 +506,8 @@ def test_full_resolution_fp32_100_frames(golden_model, tmp_path, bucket, layout)
     assert report.max_abs <= 1e-4
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name, precision, options", VARIANTS[1:], ids=[v[0] for v in VARIANTS[1:]])
+@pytest.mark.slow  # not 16x8: LiteRT's 16-bit reference kernels take seconds a frame at 720p (its figures: temporal.py)
+@pytest.mark.parametrize("name, precision, options", VARIANTS[1:5], ids=[v[0] for v in VARIANTS[1:5]])
 def test_full_resolution_reduced_precision_100_frames(golden_model, tmp_path, name, precision, options):
     bucket = Bucket(1280, 720, 0.375)
     (artifact,) = tflite.export(golden_model, _request(bucket, precision, options=options, frames=32), tmp_path)
@@ -434,7 +516,7 @@ def test_full_resolution_reduced_precision_100_frames(golden_model, tmp_path, na
 
 @pytest.mark.slow
 @pytest.mark.skipif(not TRAINED.is_file(), reason=f"no trained checkpoint at {TRAINED} yet")
-@pytest.mark.parametrize("mode", ["dynamic", pytest.param("full", marks=pytest.mark.xfail(
+@pytest.mark.parametrize("mode", ["dynamic", "16x8", pytest.param("full", marks=pytest.mark.xfail(
     reason="full int8 of the smoke-trained model: pha MAD 4.3e-2 > 2e-2 (docs/tflite.md)", strict=False))])
 def test_trained_model_int8_alpha_quality(tmp_path, mode):
     from model import load_checkpoint

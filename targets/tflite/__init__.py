@@ -20,9 +20,9 @@
   device: Chromium's SwiftShader here) and, when it is placed whole, its rollout parity is checked there.
 - Precisions (quantize.py): fp32; fp16 weights; int8 with option ``int8_mode`` = ``"dynamic"``
   (default), ``"full"`` (integer-only: int8 activations, 16-bit in the output head, calibrated on rollouts of
-  generated and real footage with the fp32 model's real states) or ``"mixed"`` (W8A8 with measured float
-  exceptions). Every int8 file's manifest entry lists the
-  layers that are not int8 and why (``details.not_int8``).
+  generated and real footage with the fp32 model's real states), ``"mixed"`` (W8A8 with measured float
+  exceptions) or ``"16x8"`` (integer-only, 16-bit activations on every op, int8 weights). Every int8 file's
+  manifest entry lists the layers that are not int8 and why (``details.not_int8``).
 - Metadata: the contract and provenance (``rvm_export.core.metadata``) as JSON in the flatbuffer's metadata entry
   ``rvm_export`` (read back by :func:`runtime.read_contract`).
 
@@ -59,12 +59,14 @@ __all__ = ["DESCRIPTION", "TfliteOptions", "missing", "check_request", "export",
 class TfliteOptions(TargetOptions):
     """``--option tflite.KEY=VALUE``."""
 
-    int8_mode: Literal["dynamic", "full", "mixed"] | None = option(
+    int8_mode: Literal["dynamic", "full", "mixed", "16x8"] | None = option(
         None, "int8 only: 'dynamic' (int8 weights, activations quantised per call; the default), 'full' "
               "(integer-only for NPUs: int8 activations, 16-bit in the output head; calibrated on rollouts with real "
-              "states) or 'mixed' "
+              "states), 'mixed' "
               "(full, with the few layers that measured too sensitive kept at higher precision; listed in the "
-              "manifest's details.not_int8)")
+              "manifest's details.not_int8) or '16x8' (integer-only with 16-bit activations on every op and int8 "
+              "weights, for accelerators with 16-bit kernels; the integer-only recipe that holds 1e-2 alpha MAD; "
+              "slow on CPUs)")
     exact_resize: bool = option(
         True, "true (default): the ratio downsample uses PyTorch's float32 weights (parity); false: TFLite's "
               "RESIZE_BILINEAR (2 fewer TRANSPOSE ops in NHWC, up to ~1e-4 px coordinate drift at r=0.375)")

@@ -233,9 +233,18 @@ class GpuRunner(Runner):
         return ArrayStream(self.run, self.spec, bucket, lambda: self.spec.zero_states(bucket, dtype="float32"))
 
 
+# Measured with ai-edge-litert 2.3: compiling a 16x8 file (every activation int16) onto the accelerator aborts the
+# process (SIGABRT, no message), and on the integer-only `full` file it refuses every INT16 op ("Tensor type(INT16)
+# is not supported"), so a 16x8 file has nothing the GPU would take.
+SKIPPED_16X8 = ("not run for a 16x8 file: LiteRT 2.3's GPU accelerator aborts the process compiling one (SIGABRT), "
+                "and its delegate takes no INT16 tensor; 16x8 runs on the CPU or an accelerator with 16-bit kernels")
+
+
 def gpu_placement(artifact: Artifact, parity: bool = True) -> Placement:
     """The GPU accelerator's answer for one artifact; with ``parity`` and a full compile, a loader for the rollout
     parity (judged by the ``tflite-gpu`` tolerance rows). Never raises for a refused model: that is a finding."""
+    if (artifact.details or {}).get("int8_mode") == "16x8":
+        return Placement(CHECK, "none", None, skipped=SKIPPED_16X8)
     device = vulkan_device()
     if isinstance(device, str):
         return Placement(CHECK, "none", None, skipped=device)

@@ -89,17 +89,30 @@ def export_bucket(model, spec: IOSpec, path: Path, request: ExportRequest) -> di
         with split_precision(model):
             content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize)
         details["split_precision"] = list(SPLIT_MODULES)
+    elif mode == "16x8":  # 16-bit activations: also the early backbone split, hardswish as ReLUs (quantize.py)
+        from targets.traced.rewrites import int16_friendly
+
+        from .split_weights import SPLIT_MODULES, early_backbone_convs, split_precision
+
+        split = SPLIT_MODULES + early_backbone_convs(model)
+        with split_precision(model, split):
+            content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize,
+                                            rewrites=int16_friendly)
+        details["split_precision"] = list(split)
+        details["rewrites"] = "hardswish as x * (relu(x + 3) - relu(x - 3)) / 6 (no 16-bit HARD_SWISH recipe)"
     else:
         content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize)
     if precision == Precision.FP32:
         details["compute"] = "float32"
     else:
-        calibration = _calibration(model, spec, request) if mode in ("full", "mixed") else None
+        calibration = _calibration(model, spec, request) if mode in ("full", "mixed", "16x8") else None
         content, quant = quantize(content, precision.value, mode or "dynamic", calibration)
         details.update(quant)
         details["compute"] = {"fp16": "float16 conv weights (XNNPACK computes float32; GPU delegate float16)",
                               "dynamic": f"int8 conv weights, activations quantised per call; {_scopes(quant)}",
                               "full": "integer-only: int8 weights, int8 activations (16-bit where the recipe says); "
+                                      f"{_scopes(quant)}",
+                              "16x8": "integer-only: int8 weights, 16-bit activations on every op (16x8); "
                                       f"{_scopes(quant)}",
                               "mixed": f"int8 weights, int8 activations except the recipe's exceptions; "
                                        f"{_scopes(quant)}"}[mode or "fp16"]
@@ -163,22 +176,26 @@ def _weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-def convert_fp32(model, spec: IOSpec, exact_resize: bool = True) -> tuple[bytes, dict[str, Any]]:
-    """The fp32 flatbuffer for one static spec, and details (converter, op counts).
+def convert_fp32(model, spec: IOSpec, exact_resize: bool = True, rewrites=None) -> tuple[bytes, dict[str, Any]]:
+    """The fp32 flatbuffer for one static spec, and details (converter, op counts). ``rewrites``: a context manager
+    factory from targets/traced/rewrites.py applied while tracing, on top of the usual ones (the 16x8 recipe's).
 
-    Conversions are cached per (weights, variant, refiner, bucket, layout) within the process, so exporting
+    Conversions are cached per (weights, variant, refiner, bucket, layout, rewrites) within the process, so exporting
     several precisions of one bucket converts once (it is the slow step: ~0.5-1 min per bucket here).
     """
-    key = (_weights_digest(model), spec.variant, spec.refiner, spec.bucket, spec.layout, exact_resize)
+    key = (_weights_digest(model), spec.variant, spec.refiner, spec.bucket, spec.layout, exact_resize,
+           getattr(rewrites, "__name__", None))
     if key not in _FP32_CACHE:
         while len(_FP32_CACHE) >= _FP32_CACHE_SIZE:
             _FP32_CACHE.pop(next(iter(_FP32_CACHE)))
-        _FP32_CACHE[key] = _convert_fp32(model, spec, exact_resize)
+        _FP32_CACHE[key] = _convert_fp32(model, spec, exact_resize, rewrites)
     content, details = _FP32_CACHE[key]
     return content, dict(details)
 
 
-def _convert_fp32(model, spec: IOSpec, exact_resize: bool) -> tuple[bytes, dict[str, Any]]:
+def _convert_fp32(model, spec: IOSpec, exact_resize: bool, rewrites=None) -> tuple[bytes, dict[str, Any]]:
+    from contextlib import nullcontext
+
     import litert_torch
     import torch
 
@@ -191,8 +208,8 @@ def _convert_fp32(model, spec: IOSpec, exact_resize: bool) -> tuple[bytes, dict[
     try:
         # scale_before_pool: no PAD feeds an AVERAGE_POOL_2D, which LiteRT's GPU accelerator would merge into the
         # pool's padding and stop counting (docs/tflite.md)
-        with export_friendly(model, scale_before_pool=True), gpu_friendly(), torch.no_grad(), \
-                warnings.catch_warnings():
+        with export_friendly(model, scale_before_pool=True), gpu_friendly(), \
+                (rewrites() if rewrites else nullcontext()), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             content = bytes(litert_torch.convert(wrapper, sample_kwargs=inputs).model_content())
     except Exception as exc:  # torch.export and the MLIR converter raise many types; keep the message

@@ -25,6 +25,7 @@ __all__ = ["STATE_BOUND", "GRU_SCOPE", "bound_state_ranges", "integer_tail"]
 STATE_BOUND = 1.0  # |h| <= 1: a convex blend of the previous state and a tanh (model/decoder.py, ConvGRU)
 GRU_SCOPE = "ConvGRU_gru"  # litert-torch names a ConvGRU's tensors after its module path
 BOUNDED_OPS = ("MUL", "TANH")  # in the ConvGRUs: r * h, (1 - z) * h, z * c and c = tanh(.), all within [-1, 1]
+LAYOUT_OPS = ("TRANSPOSE", "RESHAPE")  # NHWC -> NCHW in front of fgr / pha; they move values, compute nothing
 
 
 def _name(value) -> str:
@@ -68,8 +69,11 @@ def integer_tail(content: bytes) -> tuple[bytes, list[str]]:
     (TFLite's MINIMUM compares raw values, so input, constant and output share the input's scale and zero point;
     the constant is rounded to that grid) followed by the DEQUANTIZE. Also, where a state output is written by a
     quantised op, the SignatureDef and the subgraph outputs are pointed at the float DEQUANTIZE copy AI Edge
-    Quantizer made of it (it names the int8 tensor), and a DEQUANTIZE read only by QUANTIZEs (where 8- and 16-bit
-    groups meet) becomes one requantising QUANTIZE. Returns the flatbuffer and what was changed (names).
+    Quantizer made of it (it names the int8 tensor), a DEQUANTIZE read only by QUANTIZEs (where 8- and 16-bit
+    groups meet) becomes one requantising QUANTIZE, and where AI Edge Quantizer requantised the 16-bit head to int8
+    for the NCHW layout op in front of ``fgr`` / ``pha`` (the layout op is outside the head's scope), the layout op
+    reads the int16 tensor instead (before this, ``pha`` of the integer-only file had 256 levels). Returns the
+    flatbuffer and what was changed (names).
     """
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
@@ -147,6 +151,29 @@ def integer_tail(content: bytes) -> tuple[bytes, list[str]]:
             for r in readers:
                 r.inputs = [op.inputs[0]]
             changed.append(f"{_name(graph.tensors[op.outputs[0]].name)}: DEQUANTIZE + QUANTIZE -> QUANTIZE")
+    # 4. fgr / pha written as int16 -> QUANTIZE int8 -> TRANSPOSE/RESHAPE (layout) -> DEQUANTIZE: the layout op reads
+    # the int16 tensor, so the output keeps the 16-bit head's grid rather than 1/255 steps
+    producers = {o: op for op in graph.operators for o in op.outputs}
+    for entry in signature.outputs:
+        tail = producers.get(entry.tensorIndex)
+        if tail is None or flatbuffer_utils.opcode_to_name(model, tail.opcodeIndex) != "DEQUANTIZE":
+            continue
+        layout = producers.get(tail.inputs[0])
+        if layout is None or flatbuffer_utils.opcode_to_name(model, layout.opcodeIndex) not in LAYOUT_OPS:
+            continue
+        narrow = producers.get(layout.inputs[0])
+        if narrow is None or flatbuffer_utils.opcode_to_name(model, narrow.opcodeIndex) != "QUANTIZE" or \
+                graph.tensors[narrow.inputs[0]].type != schema.TensorType.INT16 or \
+                graph.tensors[narrow.outputs[0]].type != schema.TensorType.INT8 or \
+                sum(narrow.outputs[0] in list(op.inputs) for op in graph.operators) != 1:
+            continue
+        wide, mid = graph.tensors[narrow.inputs[0]], graph.tensors[layout.outputs[0]]
+        mid.type = wide.type
+        mid.quantization.scale = list(wide.quantization.scale)
+        mid.quantization.zeroPoint = list(wide.quantization.zeroPoint)
+        layout.inputs[0] = narrow.inputs[0]
+        graph.operators.remove(narrow)
+        changed.append(f"{_name(entry.name)}: the layout op before the output reads the 16-bit head (no int8 step)")
     # drop DEQUANTIZEs nothing reads any more
     read = {i for op in graph.operators for i in op.inputs} | {e.tensorIndex for e in signature.outputs}
     graph.operators = [op for op in graph.operators

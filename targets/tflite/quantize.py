@@ -16,6 +16,13 @@ so ``rKo`` still feeds ``rKi`` without a cast or a transpose.
   ``[-1, 1]`` (:func:`~.integer_only.bound_state_ranges`). ``project_mat`` is exported as a split-precision pair of
   int8 convolutions (split_weights.py) and :func:`~.integer_only.integer_tail` moves the output clamp onto integers.
 - ``int8`` ``mixed``: W8A8 with the layer groups of :data:`MIXED` float (not integer-only; faster on CPUs).
+- ``int8`` ``16x8``: **integer-only with 16-bit activations everywhere** and int8 weights (TFLite's "16x8"
+  quantization; W8A16), for accelerators with 16-bit activation kernels. Same calibration, state ranges and
+  integer output tail as ``full``; traced with hardswish as ReLUs (no 16-bit HARD_SWISH recipe:
+  targets/traced/rewrites.int16_friendly) and with MobileNetV3's stem and blocks 1-4 as split-precision weights
+  (split_weights.EARLY_BACKBONE), whose int8 rounding alone kept the smoke-trained weights over 1e-2. The one
+  integer-only recipe measured to hold 1e-2 on both checkpoints (docs/tflite.md "16x8"); LiteRT runs 16-bit
+  convolutions on reference kernels, so on a CPU it is ~17x slower than ``full``.
 
 The integer-only post-passes (state ranges, integer output tail) live in integer_only.py.
 """
@@ -39,14 +46,16 @@ __all__ = ["INT8_MODES", "FLOAT_SCOPES", "MIXED", "quantize", "op_counts", "floa
 
 # First = the default of --precision int8: dynamic kept alpha within 2e-2 MAD on both models measured, full int8 did
 # not on the smoke-trained one (docs/tflite.md); full is the choice for int8-only accelerators, checked by parity.
-INT8_MODES = ("dynamic", "full", "mixed")
+INT8_MODES = ("dynamic", "full", "mixed", "16x8")
+INTEGER_ONLY = ("full", "16x8")  # every compute op on integers; the graph I/O stays float32
 SIGNATURE_KEY = "serving_default"
 # Tensor-name regexes (litert-torch names every tensor after its nn.Module path) whose ops keep float32:
 # project_mat, the 1x1 16->4 output head. int8 weights there alone moved alpha by MAD 0.026 on the golden weights
 # (0.0055 with it float; docs/tflite.md); it is 64 MACs per low-res pixel. Everything else the quantizer covers is
 # int8, the deep guided filter included (keeping it float changed pha MAD by 4e-4 at 256x144). Each scope must match
 # an op (checked), so a renamed module cannot silently turn the exception off.
-FLOAT_SCOPES: dict[str, tuple[str, ...]] = {"dynamic": ("project_mat",), "full": (), "mixed": ("project_mat",)}
+FLOAT_SCOPES: dict[str, tuple[str, ...]] = {"dynamic": ("project_mat",), "full": (), "mixed": ("project_mat",),
+                                             "16x8": ()}
 WHY_FLOAT = {"project_mat": "recipe: the 16->4 output head writes alpha directly; int8 weights there alone gave "
                             "pha MAD 2.6e-2 on the golden weights (5.5e-3 float); 64 MACs per low-res pixel"}
 BOUNDARY = ("float32 I/O contract: this op writes a graph output (fgr, pha or a state rKo), so its inputs are "
@@ -101,7 +110,11 @@ FULL: tuple[Exception_, ...] = (
                "recipe (integer-only): the output head (project_mat, split-precision int8 weights, and the split/"
                "add/clamp after it) writes alpha; 8-bit activations there are a step of ~1e-2 in alpha"),
 )
-RECIPES: dict[str, tuple[Exception_, ...]] = {"full": FULL, "mixed": MIXED}
+# 16x8: every op 16-bit (one static config), so no layer group is an exception.
+SIXTEEN = "16x8: int16 activations, int8 weights on every op (TFLite's 16x8 quantization)"
+WHY_16X8 = ("recipe (16x8): every activation is 16-bit; int8 activations moved alpha by up to 1.9e-2 and flickered "
+            "(docs/tflite.md, '16x8')")
+RECIPES: dict[str, tuple[Exception_, ...]] = {"full": FULL, "mixed": MIXED, "16x8": ()}
 
 
 def _keep_tail_float(recipe, ops, algo, integer_only: bool = False) -> None:
@@ -139,13 +152,14 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
             q.add_quantization_config(scope, ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         details.update(recipe="dynamic_wi8_afp32: per-channel int8 weights, activations quantised at run time",
                        float_scopes=list(float_scopes))
-    elif precision == "int8" and int8_mode in ("full", "mixed"):
+    elif precision == "int8" and int8_mode in ("full", "mixed", "16x8"):
         if calibration is None:
             raise ExportFailedError("full int8 needs calibration feeds (rollout frames with their real states)")
         float_scopes = FLOAT_SCOPES[int8_mode] if float_scopes is None else float_scopes
         exceptions = RECIPES[int8_mode]
-        q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8)
-        _keep_tail_float(q, ops, algo, integer_only=int8_mode == "full")
+        q.add_static_config(".*", ops.ALL_SUPPORTED, activation_num_bits=16 if int8_mode == "16x8" else 8,
+                            weight_num_bits=8)
+        _keep_tail_float(q, ops, algo, integer_only=int8_mode in INTEGER_ONLY)
         for rule in exceptions:  # later configs win in AI Edge Quantizer's recipe
             if rule.kept_as == "int16":
                 q.add_static_config(rule.scope, ops.ALL_SUPPORTED, activation_num_bits=16, weight_num_bits=8)
@@ -163,7 +177,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
             q.add_quantization_config(f"(^|;){re.escape(name)};", ops.ALL_SUPPORTED, algorithm_key=algo.NO_QUANTIZE)
         details.update(recipe=("integer-only: per-channel int8 weights, int8 activations (min/max), 16-bit "
                                f"activations on {len([r for r in exceptions if r.kept_as == 'int16'])} layer group(s)"
-                               if int8_mode == "full" else
+                               if int8_mode == "full" else SIXTEEN if int8_mode == "16x8" else
                                f"static_wi8_ai8, mixed: {len(exceptions)} layer group(s) kept float"),
                        float_scopes=list(float_scopes))
     else:
@@ -183,7 +197,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         except Exception as exc:
             raise ExportFailedError(f"int8 calibration failed: {exc}") from exc
         details["calibration_frames"] = len(feeds)
-        if int8_mode == "full":  # integer-only: the ConvGRU state path spans [-1, 1] (integer_only.py)
+        if int8_mode in INTEGER_ONLY:  # the ConvGRU state path spans [-1, 1] (integer_only.py)
             qsv, bounded = bound_state_ranges(fp32, qsv)
             details["state_ranges"] = f"[-1, 1] on {len(bounded)} recurrent-state tensors (r1i..r4o, ConvGRU MUL/TANH)"
         from rvm_export.core.rollout import calibration_sources
@@ -195,7 +209,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
     except Exception as exc:
         raise ExportFailedError(f"AI Edge Quantizer failed for {precision}: {exc}") from exc
     out = bytes(result.quantized_model)
-    if precision == "int8" and int8_mode == "full":
+    if precision == "int8" and int8_mode in INTEGER_ONLY:
         out, tail = integer_tail(out)
         details["integer_tail"] = tail
     out, repaired = align_graph_outputs(out)
@@ -207,7 +221,7 @@ def quantize(fp32: bytes, precision: str, int8_mode: str = "dynamic",
         rules = [*RECIPES.get(int8_mode, ()),
                  *(Exception_(scope, "float32", WHY_FLOAT.get(scope, "recipe: kept float (float_scopes)"))
                    for scope in details.get("float_scopes", []))]
-        details["not_int8"] = not_int8(out, rules, dynamic=int8_mode == "dynamic")
+        details["not_int8"] = not_int8(out, rules, dynamic=int8_mode == "dynamic", sixteen=int8_mode == "16x8")
     return out, details
 
 
@@ -307,14 +321,19 @@ def layer_name(tensor_name: str) -> str:
     return ".".join(parts) or first
 
 
-def not_int8(content: bytes, rules: Iterable[Exception_] = (), dynamic: bool = False) -> list[dict[str, str]]:
+def not_int8(content: bytes, rules: Iterable[Exception_] = (), dynamic: bool = False,
+             sixteen: bool = False) -> list[dict[str, str]]:
     """Every compute op of a quantised flatbuffer whose activations are not int8, as ``{layer, op, kept_as,
     reason}``; ``kept_as`` is ``float32`` or ``int16`` (16-bit activations). The reason is the first rule whose
     scope matches the op's output tensor name, else the graph-output boundary, else "not covered". For a
-    dynamic-range model every activation is float by design: one summary entry instead."""
+    dynamic-range model every activation is float by design, and in a 16x8 model every one is 16-bit: one summary
+    entry instead (plus, for 16x8, any op that is float)."""
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
+    if sixteen:
+        floats = [e for e in not_int8(content, rules) if e["kept_as"] == "float32"]
+        return [{"layer": "*", "op": "*", "kept_as": "int16 activations, int8 weights", "reason": WHY_16X8}, *floats]
     if dynamic:
         return [{"layer": "*", "op": "*", "kept_as": "float32 activations, int8 weights",
                  "reason": "dynamic range: activations are quantised per call inside the kernels, not in the graph"}]

@@ -5,16 +5,22 @@ remainder; a per-channel int8 quantiser then stores ``W_hi`` exactly and ``W_lo`
 pair carries ~15-bit weights while every weight tensor is int8 and every op integer (AI Edge Quantizer 0.10 has no
 int16 weights). In float the two convolutions sum to ``W`` up to float32 rounding (the fp32 graph's outputs move
 by ~1e-7). Used on ``project_mat`` (16 -> 4 channels, 64 MACs per low-res pixel), whose int8 weights alone moved
-alpha by MAD 2.1e-2 on the golden weights (docs/tflite.md, "int8 recipes").
+alpha by MAD 2.1e-2 on the golden weights (docs/tflite.md, "int8 recipes"), and, in the 16x8 recipe, on every
+convolution of MobileNetV3's stem and blocks 1-4, whose int8 weights alone kept the smoke-trained weights' alpha
+above 1e-2 (:data:`EARLY_BACKBONE`; a conv followed by a BatchNorm is folded first, so the pair carries the folded
+weight and the BN becomes an identity).
 """
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterator
 
-__all__ = ["SplitPrecisionConv", "split_precision", "SPLIT_MODULES"]
+__all__ = ["SplitPrecisionConv", "split_precision", "SPLIT_MODULES", "EARLY_BACKBONE", "early_backbone_convs"]
 
 SPLIT_MODULES = ("project_mat.conv",)  # module paths, state-dict style
+# MobileNetV3's stem and inverted-residual blocks 1-4 (1/2 and 1/4 resolution): per-layer weight sensitivity on the
+# smoke-trained weights put them first (docs/tflite.md, "int8 recipes"); split from block 5 on changed nothing.
+EARLY_BACKBONE = tuple(f"backbone.features.{i}" for i in range(5))
 
 
 def _make(conv):
@@ -45,6 +51,35 @@ def _make(conv):
     return SplitPrecisionConv().eval()
 
 
+def _folded(conv, bn):
+    """``bn(conv(x))`` as one Conv2d with a bias (eval-mode BatchNorm statistics)."""
+    import torch
+
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    fused = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                            conv.dilation, conv.groups, bias=True).to(conv.weight.device)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    with torch.no_grad():
+        fused.weight.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
+        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+    return fused.eval()
+
+
+def early_backbone_convs(model, prefixes: tuple[str, ...] = EARLY_BACKBONE) -> tuple[str, ...]:
+    """Module paths of every conv + BatchNorm pair (``nn.Sequential`` whose items 0 and 1 are ``Conv2d`` and
+    ``BatchNorm2d``) at or under ``prefixes``; empty for a model without them (the ResNet-50 variant)."""
+    import torch
+
+    found = []
+    for name, module in model.named_modules():
+        if not any(name == p or name.startswith(p + ".") for p in prefixes):
+            continue
+        if isinstance(module, torch.nn.Sequential) and len(module) >= 2 and \
+                isinstance(module[0], torch.nn.Conv2d) and isinstance(module[1], torch.nn.BatchNorm2d):
+            found.append(name)
+    return tuple(found)
+
+
 def SplitPrecisionConv(conv):  # noqa: N802 (a factory named after the module it returns; torch imported lazily)
     """The split-precision module for one ``nn.Conv2d`` (weights copied; the conv itself is not changed)."""
     return _make(conv)
@@ -53,16 +88,28 @@ def SplitPrecisionConv(conv):  # noqa: N802 (a factory named after the module it
 @contextmanager
 def split_precision(model, paths: tuple[str, ...] = SPLIT_MODULES) -> Iterator[None]:
     """Replace the convolutions at ``paths`` by their split-precision pair while the block runs; restore them
-    afterwards (also on error). Raises AttributeError for a path the model does not have."""
+    afterwards (also on error). A path may name a ``Conv2d`` or a conv + BatchNorm ``nn.Sequential``
+    (:func:`early_backbone_convs`), whose BN is folded into the pair and replaced by an identity. Raises
+    AttributeError for a path the model does not have."""
+    import torch
+
     swapped = []
     try:
         for path in paths:
+            module = model.get_submodule(path)
+            if isinstance(module, torch.nn.Sequential):  # conv + BN: fold, split, BN -> identity
+                swapped += [(module, "0", module[0]), (module, "1", module[1])]
+                conv = _make(_folded(module[0], module[1]))
+                module[0], module[1] = conv, torch.nn.Identity()
+                continue
             parent_path, _, leaf = path.rpartition(".")
             parent = model.get_submodule(parent_path) if parent_path else model
-            original = getattr(parent, leaf)
-            setattr(parent, leaf, _make(original))
-            swapped.append((parent, leaf, original))
+            setattr(parent, leaf, _make(module))
+            swapped.append((parent, leaf, module))
         yield
     finally:
         for parent, leaf, original in reversed(swapped):
-            setattr(parent, leaf, original)
+            if isinstance(parent, torch.nn.Sequential) and leaf.isdigit():
+                parent[int(leaf)] = original
+            else:
+                setattr(parent, leaf, original)

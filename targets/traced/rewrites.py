@@ -14,6 +14,11 @@ None changes a number PyTorch computes (tests compare each with the original); t
   compute them (``x * clamp(x + 3, 0, 6) / 6``; ``clamp(x + 3, 0, 6) / 6``: Add, Clip, Mul, Div instead of HardSwish,
   which ONNX Runtime inlines as HardSigmoid, an op NNAPI and CoreML NeuralNetwork lack), and the mean over the 3
   colour channels as PyTorch's reduction sums them (``(r + g + b) / 3``: Split, Add, Div instead of ReduceMean).
+- 16-bit integer TFLite (:func:`int16_friendly`): hardswish as ``x * (relu(x + 3) - relu(x - 3)) / 6``, which is
+  ``x * clamp(x + 3, 0, 6) / 6`` (for ``x > 3`` the difference of the two ReLUs is 6 up to float32 rounding of
+  ``x +- 3``). AI Edge Quantizer 0.10 has no 16-bit recipe for HARD_SWISH (nor for MINIMUM, which a clamp becomes),
+  while ADD, SUB, RELU and MUL have one, so with this form every op of a 16x8 file has 16-bit activations. (TFLite
+  ``int8_mode=16x8``)
 The ratio downsample with PyTorch's own taps (slices, multiplies, adds: no Gather) is shared by every static
 target: targets/traced/resample.py.
 """
@@ -24,7 +29,7 @@ from typing import Iterator
 
 import numpy as np
 
-__all__ = ["export_friendly", "ceil_mode_pool", "gpu_friendly", "mobile_friendly"]
+__all__ = ["export_friendly", "ceil_mode_pool", "gpu_friendly", "mobile_friendly", "int16_friendly"]
 
 
 def ceil_mode_pool(scale_before_pool: bool = False):
@@ -142,6 +147,21 @@ def mobile_friendly():
             if dim in (1, (1,), [1]) and keepdim and "dtype" not in kwargs and x.dim() == 4 and x.shape[1] == 3:
                 r, g, b = x.split(1, dim=1)
                 return (r + g + b) / 3.0
+        return None
+
+    return _function_mode(replace)
+
+
+def int16_friendly():
+    """Context manager for tracing TFLite files with 16-bit activations (see the module docstring): every
+    ``F.hardswish(x)`` is traced as ``x * (relu(x + 3) - relu(x - 3)) / 6`` (ADD, SUB, RELU, MUL; no HARD_SWISH or
+    MINIMUM). Equal to hardswish up to float32 rounding (~1e-7 relative)."""
+    from torch.nn import functional as F
+
+    def replace(func, args, kwargs):
+        if func is F.hardswish:
+            x = args[0]
+            return x * (F.relu(x + 3.0) - F.relu(x - 3.0)) / 6.0
         return None
 
     return _function_mode(replace)
