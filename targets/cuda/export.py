@@ -27,12 +27,11 @@ METADATA_FILE = "rvm_export.json"  # extra file inside the .pt2 holding the arti
 def _fold_pair(conv, bn):
     import torch
 
-    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
-    weight = conv.weight.double() * scale.reshape(-1, 1, 1, 1)
-    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
-    bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
-    conv.weight = torch.nn.Parameter(weight.to(conv.weight.dtype), requires_grad=False)
-    conv.bias = torch.nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+    from targets.traced.batchnorm import folded_conv_bn
+
+    weight, bias = folded_conv_bn(conv, bn)
+    conv.weight = torch.nn.Parameter(weight, requires_grad=False)
+    conv.bias = torch.nn.Parameter(bias, requires_grad=False)
 
 
 def fold_batchnorm(model):

@@ -83,23 +83,19 @@ def export_bucket(model, spec: IOSpec, path: Path, request: ExportRequest) -> di
     from .quantize import op_counts, quantize
 
     precision, mode = request.precision, int8_mode(request)
-    if mode == "full":  # integer-only: project_mat as a split-precision pair of int8 convolutions
-        from .split_weights import SPLIT_MODULES, split_precision
-
-        with split_precision(model):
-            content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize)
-        details["split_precision"] = list(SPLIT_MODULES)
-    elif mode == "16x8":  # 16-bit activations: also the early backbone split, hardswish as ReLUs (quantize.py)
+    if mode in ("full", "16x8"):  # integer-only: project_mat as a split-precision pair of int8 convolutions;
+        # 16x8 (16-bit activations) also the early backbone's convolutions, and hardswish as ReLUs (quantize.py)
         from targets.traced.rewrites import int16_friendly
 
         from .split_weights import SPLIT_MODULES, early_backbone_convs, split_precision
 
-        split = SPLIT_MODULES + early_backbone_convs(model)
+        split = SPLIT_MODULES + (early_backbone_convs(model) if mode == "16x8" else ())
         with split_precision(model, split):
             content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize,
-                                            rewrites=int16_friendly)
+                                            rewrites=int16_friendly if mode == "16x8" else None)
         details["split_precision"] = list(split)
-        details["rewrites"] = "hardswish as x * (relu(x + 3) - relu(x - 3)) / 6 (no 16-bit HARD_SWISH recipe)"
+        if mode == "16x8":
+            details["rewrites"] = "hardswish as x * (relu(x + 3) - relu(x - 3)) / 6 (no 16-bit HARD_SWISH recipe)"
     else:
         content, details = convert_fp32(model, spec, exact_resize=request.options.exact_resize)
     if precision == Precision.FP32:

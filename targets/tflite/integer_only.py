@@ -153,15 +153,18 @@ def integer_tail(content: bytes) -> tuple[bytes, list[str]]:
             changed.append(f"{_name(graph.tensors[op.outputs[0]].name)}: DEQUANTIZE + QUANTIZE -> QUANTIZE")
     # 4. fgr / pha written as int16 -> QUANTIZE int8 -> TRANSPOSE/RESHAPE (layout) -> DEQUANTIZE: the layout op reads
     # the int16 tensor, so the output keeps the 16-bit head's grid rather than 1/255 steps
-    producers = {o: op for op in graph.operators for o in op.outputs}
+    def made_by(tensor: int):  # producer() as the op itself (graph.operators is new_ops by now)
+        k = producer(tensor)
+        return None if k is None else graph.operators[k]
+
     for entry in signature.outputs:
-        tail = producers.get(entry.tensorIndex)
+        tail = made_by(entry.tensorIndex)
         if tail is None or flatbuffer_utils.opcode_to_name(model, tail.opcodeIndex) != "DEQUANTIZE":
             continue
-        layout = producers.get(tail.inputs[0])
+        layout = made_by(tail.inputs[0])
         if layout is None or flatbuffer_utils.opcode_to_name(model, layout.opcodeIndex) not in LAYOUT_OPS:
             continue
-        narrow = producers.get(layout.inputs[0])
+        narrow = made_by(layout.inputs[0])
         if narrow is None or flatbuffer_utils.opcode_to_name(model, narrow.opcodeIndex) != "QUANTIZE" or \
                 graph.tensors[narrow.inputs[0]].type != schema.TensorType.INT16 or \
                 graph.tensors[narrow.outputs[0]].type != schema.TensorType.INT8 or \

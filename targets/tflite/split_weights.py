@@ -52,16 +52,17 @@ def _make(conv):
 
 
 def _folded(conv, bn):
-    """``bn(conv(x))`` as one Conv2d with a bias (eval-mode BatchNorm statistics)."""
+    """``bn(conv(x))`` as one Conv2d with a bias (targets.traced.batchnorm.folded_conv_bn)."""
     import torch
 
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    from targets.traced.batchnorm import folded_conv_bn
+
     fused = torch.nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
                             conv.dilation, conv.groups, bias=True).to(conv.weight.device)
-    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    weight, bias = folded_conv_bn(conv, bn)
     with torch.no_grad():
-        fused.weight.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
-        fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
     return fused.eval()
 
 
@@ -98,18 +99,15 @@ def split_precision(model, paths: tuple[str, ...] = SPLIT_MODULES) -> Iterator[N
         for path in paths:
             module = model.get_submodule(path)
             if isinstance(module, torch.nn.Sequential):  # conv + BN: fold, split, BN -> identity
-                swapped += [(module, "0", module[0]), (module, "1", module[1])]
-                conv = _make(_folded(module[0], module[1]))
-                module[0], module[1] = conv, torch.nn.Identity()
-                continue
-            parent_path, _, leaf = path.rpartition(".")
-            parent = model.get_submodule(parent_path) if parent_path else model
-            setattr(parent, leaf, _make(module))
-            swapped.append((parent, leaf, module))
+                replacements = [(module, "0", _make(_folded(module[0], module[1]))), (module, "1", torch.nn.Identity())]
+            else:
+                parent_path, _, leaf = path.rpartition(".")
+                parent = model.get_submodule(parent_path) if parent_path else model
+                replacements = [(parent, leaf, _make(module))]
+            for parent, leaf, new in replacements:  # a Sequential's items are attributes "0", "1", ... too
+                swapped.append((parent, leaf, getattr(parent, leaf)))
+                setattr(parent, leaf, new)
         yield
     finally:
         for parent, leaf, original in reversed(swapped):
-            if isinstance(parent, torch.nn.Sequential) and leaf.isdigit():
-                parent[int(leaf)] = original
-            else:
-                setattr(parent, leaf, original)
+            setattr(parent, leaf, original)
