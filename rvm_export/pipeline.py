@@ -30,7 +30,7 @@ from .default_model import UNTRAINED_WARNING, seeded_default_model
 from .outdir import OutputFolder
 from .parity import check_parity
 from .preflight import check_resources
-from .report import ArtifactRecord, Failure, write_outputs
+from .report import STATUS_UNCHECKED, ArtifactRecord, Failure, write_outputs
 
 __all__ = ["RunConfig", "RunResult", "PlannedExport", "run_export", "load_model", "resolve_targets", "plan_export"]
 
@@ -191,6 +191,9 @@ def _say(message: str) -> None:
 def _load(record: ArtifactRecord, module, options: RuntimeOptions) -> None:
     try:
         record.runner = module.load(record.artifact, options)
+    except MissingRuntimeError as exc:  # a valid file this machine cannot run: not a parity failure
+        record.unchecked = str(exc)
+        _say(f"  {record.artifact.name}: not checked here: {exc}")
     except RvmExportError as exc:
         record.errors.append(f"cannot load: {exc}")
         _say(f"  {record.artifact.name}: cannot load here: {exc}")
@@ -280,7 +283,8 @@ def run_export(config: RunConfig) -> RunResult:
             record.artifact.companions = tuple(folder.final / Path(c).relative_to(stage)
                                                for c in record.artifact.companions)
     _say(f"wrote {folder.final / 'manifest.json'} and {folder.final / 'report.md'}")
-    failed = [r for r in records if r.status != "exported"]
+    unchecked = [r for r in records if r.unchecked and not r.errors]
+    failed = [r for r in records if r.status not in ("exported", STATUS_UNCHECKED)]
     if failures:
         code = ExitCode.EXPORT_FAILED
         _say("rvm-export: error: converter failed for " + "; ".join(f"{f.target} {f.precision}: {f.reason}"
@@ -289,6 +293,10 @@ def run_export(config: RunConfig) -> RunResult:
         code = ExitCode.PARITY_FAILED
         _say(f"rvm-export: error: {len(failed)} artifact(s) do not match PyTorch (report.md says why): "
              + ", ".join(r.artifact.name for r in failed))
+    elif unchecked:
+        code = ExitCode.MISSING_RUNTIME
+        _say(f"rvm-export: error: {len(unchecked)} artifact(s) written but not checked against PyTorch here: "
+             + "; ".join(f"{r.artifact.name}: {r.unchecked}" for r in unchecked))
     else:
         code = ExitCode.OK
     return RunResult(code, manifest, records, failures)

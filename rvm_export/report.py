@@ -20,11 +20,12 @@ from .parity import ParityReport
 from .tolerances import tolerance_for
 
 __all__ = ["ArtifactRecord", "Failure", "write_outputs", "plot_temporal", "STATUS_OK", "STATUS_PARITY_FAILED",
-           "STATUS_FAILED"]
+           "STATUS_FAILED", "STATUS_UNCHECKED"]
 
 STATUS_OK = "exported"
 STATUS_PARITY_FAILED = "exported, parity failed"
 STATUS_FAILED = "failed"
+STATUS_UNCHECKED = "exported, not checked here"  # this machine cannot run it (e.g. OpenVINO bf16 without AMX)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ArtifactRecord:
     parity: list[ParityReport] = field(default_factory=list)
     bench: list[BenchResult] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # runtime errors while loading or checking parity
+    unchecked: str | None = None  # why this machine cannot run the artifact (a missing runtime or capability)
     bench_errors: list[str] = field(default_factory=list)  # a failed benchmark does not fail the artifact
     placements: list[Placement] = field(default_factory=list)  # where it runs (the target's accelerator checks)
     temporal: list = field(default_factory=list)  # rvm_export.temporal.TemporalReport, when asked for (--temporal)
@@ -44,6 +46,8 @@ class ArtifactRecord:
     def status(self) -> str:
         if self.errors:
             return STATUS_PARITY_FAILED
+        if self.unchecked:
+            return STATUS_UNCHECKED
         passed = all(p.passed for p in self.parity) and all(t.passed for t in self.temporal)
         return STATUS_OK if passed else STATUS_PARITY_FAILED
 
@@ -69,7 +73,7 @@ class ArtifactRecord:
             "companions": [str(Path(c).relative_to(root)) for c in a.companions],
             "parity": [p.to_dict() for p in self.parity],
             "benchmark": [b.to_dict() for b in self.bench],
-            "errors": self.errors,
+            "errors": self.errors + ([f"not checked here: {self.unchecked}"] if self.unchecked else []),
             "benchmark_errors": self.bench_errors,
             "where_it_runs": [p.to_dict() for p in self.placements],
         }

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from rvm_export.core.errors import ExitCode, InputError, RvmExportError, UsageError
+from rvm_export.core.errors import ExitCode, InputError, MissingRuntimeError, RvmExportError, UsageError
 from rvm_export.core.metadata import sha256_path
 from rvm_export.core.request import RuntimeOptions
 from targets import get_target
@@ -14,7 +14,7 @@ from targets import get_target
 from .folder import artifacts_from_manifest, read_manifest
 from .parity import check_parity
 from .pipeline import load_model
-from .report import ArtifactRecord
+from .report import STATUS_UNCHECKED, ArtifactRecord
 
 __all__ = ["VerifyResult", "verify_folder"]
 
@@ -73,6 +73,8 @@ def verify_folder(folder: Path, checkpoint: Path | None, frames: int = 30, seed:
         else:
             try:
                 record.runner = get_target(artifact.target).load(artifact, options)
+            except MissingRuntimeError as exc:  # a valid file this machine cannot run: not a parity failure
+                record.unchecked = str(exc)
             except RvmExportError as exc:
                 record.errors.append(f"cannot load: {exc}")
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
@@ -81,5 +83,7 @@ def verify_folder(folder: Path, checkpoint: Path | None, frames: int = 30, seed:
         from .temporal import check_temporal
 
         check_temporal(model, records, temporal, temporal_clips, seed, temporal_window, progress, say)
-    failed = [r for r in records if r.status != "exported"]
-    return VerifyResult(ExitCode.PARITY_FAILED if failed else ExitCode.OK, records)
+    failed = [r for r in records if r.status not in ("exported", STATUS_UNCHECKED)]
+    unchecked = [r for r in records if r.status == STATUS_UNCHECKED]
+    code = ExitCode.PARITY_FAILED if failed else ExitCode.MISSING_RUNTIME if unchecked else ExitCode.OK
+    return VerifyResult(code, records)

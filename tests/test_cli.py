@@ -113,6 +113,29 @@ def test_parity_failure_exits_1_and_is_reported(golden_pth, tmp_path, monkeypatc
     assert "parity failed" in (tmp_path / "report.md").read_text()
 
 
+def test_a_runtime_this_machine_lacks_is_not_a_parity_failure(golden_pth, tmp_path, monkeypatch, capsys):
+    """An artifact written for a capability this machine lacks (OpenVINO bf16 without AMX or AVX512-BF16 raises
+    MissingRuntimeError at load) is kept and marked "not checked here", with exit 3, in export and in verify."""
+    import targets.onnx
+    from rvm_export.core.errors import MissingRuntimeError
+
+    def lacking(artifact, options):
+        raise MissingRuntimeError("CPU (test) cannot run inference precision bf16")
+
+    monkeypatch.setattr(targets.onnx, "load", lacking)
+    code = main(["--target", "onnx", "--checkpoint", str(golden_pth), "--out", str(tmp_path), "--skip-bench",
+                 *SMALL[:4], "--quiet"])
+    assert code == ExitCode.MISSING_RUNTIME
+    err = capsys.readouterr().err
+    assert "not checked against PyTorch here" in err and "do not match PyTorch" not in err
+    entry = json.loads((tmp_path / "manifest.json").read_text())["artifacts"][0]
+    assert entry["status"] == "exported, not checked here" and (tmp_path / entry["path"]).is_file()
+    assert "cannot run inference precision bf16" in " ".join(entry["errors"])
+    assert main(["verify", str(tmp_path), "--checkpoint", str(golden_pth), "--frames", "2", "--quiet"]) == \
+        ExitCode.MISSING_RUNTIME
+    assert "not checked here: CPU (test)" in capsys.readouterr().out
+
+
 def test_converter_failure_leaves_no_model_file(golden_pth, tmp_path, monkeypatch):
     import torch
 

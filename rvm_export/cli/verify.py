@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{record.artifact.path}: {record.status}"
               + "".join(f"\n  {p.bucket.label}: max abs {p.max_abs:.2e}" for p in record.parity)
               + "".join(f"\n  {_temporal_line(t)}" for t in record.temporal)
-              + "".join(f"\n  {e}" for e in record.errors))
+              + "".join(f"\n  {e}" for e in record.errors)
+              + (f"\n  not checked here: {record.unchecked}" if record.unchecked else ""))
     return result.exit_code
 
 

@@ -22,7 +22,8 @@ class ExitCode(IntEnum):
     OK = 0
     PARITY_FAILED = 1  # every requested artifact was written, at least one does not match PyTorch
     USAGE = 2  # bad arguments or bad input (checkpoint, resolution, ratio): nothing was exported
-    MISSING_RUNTIME = 3  # a requested target's converter or runtime is not installed
+    MISSING_RUNTIME = 3  # a requested target's converter or runtime is not installed, or this machine cannot run
+    # an artifact it wrote (kept, status "exported, not checked here")
     EXPORT_FAILED = 4  # a converter failed on a valid request
     INTERRUPTED = 130  # Ctrl-C (SIGINT): nothing half-written is left, the output folder is as it was
     TERMINATED = 143  # SIGTERM (128 + 15), handled like Ctrl-C
