@@ -44,8 +44,12 @@ class _GuidedFilterRefiner(nn.Module):
     def coefficients(self, base_src: Tensor, base_fgr: Tensor, base_pha: Tensor,
                      base_hid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Low-res linear coefficients (A, b) of out = A * [rgb, gray] + b, and the filtered input y."""
+        return self.coefficients_of(base_src, torch.cat([base_fgr, base_pha], dim=1), base_hid)
+
+    def coefficients_of(self, base_src: Tensor, base_y: Tensor, base_hid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`coefficients` with fgr and pha given as one [N, 4, h, w] tensor ``base_y`` (the projection's
+        output as it is: exporters skip the split and concat that give the same tensor back)."""
         base_x = _with_gray(base_src)
-        base_y = torch.cat([base_fgr, base_pha], dim=1)
         mean_x = self._box(base_x)
         mean_y = self._box(base_y)
         cov_xy = self._box(base_x * base_y) - mean_x * mean_y

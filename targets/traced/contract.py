@@ -84,8 +84,7 @@ class StaticContract(_Contract):
         src_sm = (static_downsample(src, self.ratio, m.downsample) if self.exact_resize
                   else m.downsample(src, self.ratio))
         hid, new_states = m.encode_decode(src_sm, states)
-        fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
-        a, b, _ = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)
+        a, b, _ = m.refiner.coefficients_of(src_sm, m.project_mat(hid), hid)  # y = [fgr_residual, pha] as is
         fgr, pha = refine_and_compose(src, a, b, (self.spec.bucket.height, self.spec.bucket.width), self.tail)
         return tuple(self._out(t) for t in (fgr, pha, *new_states))
 
@@ -99,8 +98,7 @@ class DynamicContract(_Contract):
         src = self._in(src)
         src_sm = dynamic_downsample(src, downsample_ratio)
         hid, states = m.encode_decode(src_sm, [self._in(r) for r in (r1i, r2i, r3i, r4i)])
-        fgr_residual, pha = m.project_mat(hid).split([3, 1], dim=1)
-        a, b, y = m.refiner.coefficients(src_sm, fgr_residual, pha, hid)
+        a, b, y = m.refiner.coefficients_of(src_sm, m.project_mat(hid), hid)
         at_full_res = (downsample_ratio.reshape(1, 1, 1, 1) == 1.0)
         a = torch.where(at_full_res, torch.zeros_like(a), a)
         b = torch.where(at_full_res, y, b)

@@ -104,6 +104,15 @@ def refine_and_compose(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int] 
     return fgr.clamp(0.0, 1.0), pha.clamp(0.0, 1.0)
 
 
+def _scale_and_shift(a: Tensor) -> Tensor:
+    """``cat([A_rgb + 1, A_gray / 3])`` as ``A * [1, 1, 1, 1/3] + [1, 1, 1, 0]`` per channel: the same values (a
+    product by 1 and a sum with 0 are exact), without the Split and Concat at low resolution that OpenVINO's CPU
+    plugin runs as reference copy kernels."""
+    scale = torch.tensor([1.0, 1.0, 1.0, 1.0 / 3.0], dtype=a.dtype).reshape(1, 4, 1, 1)
+    shift = torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=a.dtype).reshape(1, 4, 1, 1)
+    return a * scale + shift
+
+
 def _channel_sum(src: Tensor) -> Tensor:
     """``src.sum(dim=1, keepdim=True)`` as ``ones[1, 3] @ src[N, 3, H*W]`` (exported as one MatMul): r + g + b
     accumulated in that order, as the sum is."""
@@ -130,9 +139,8 @@ def _blend(views: list[Tensor], weights) -> Tensor:
 def _phases(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int], s: int) -> tuple[Tensor, Tensor]:
     n, (height, width), h = int(src.shape[0]), size, int(a.shape[2])
     weights = torch.from_numpy(upsample_phase_weights(s)).to(src.dtype)  # [3, s]: taps k-1, k, k+1 per phase
-    a_rgb, a_gray = a.split([3, 1], dim=1)
     # Channels g: 0-2 A_rgb + 1, 3 A_gray / 3 (the mean's division folded in), 4-6 b_rgb, 7 b_gray.
-    coef = F.pad(torch.cat([a_rgb + 1.0, a_gray * (1.0 / 3.0), b], dim=1), (1, 1, 1, 1), mode="replicate")
+    coef = F.pad(torch.cat([_scale_and_shift(a), b], dim=1), (1, 1, 1, 1), mode="replicate")
     coef = coef.unsqueeze(-1)  # [N, 8, h+2, w+2, 1]
     # Column blend: [N, 8, h+2, w, s] with the s column phases innermost, i.e. [N, 8, h+2, W] (low-res rows).
     cols = _blend([_shifted(coef, 3, u) for u in range(3)], weights).reshape(n, 8, h + 2, width)
@@ -161,9 +169,9 @@ def _grouped4(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int]) -> tuple
     def matrix(rows) -> Tensor:
         return torch.tensor(rows, dtype=src.dtype)
 
-    a_rgb, a_gray = a.split([3, 1], dim=1)
-    scale = last(_up(torch.cat([a_rgb + 1.0, a_gray * (1.0 / 3.0)], dim=1), size))  # [N, H, W, 4]
+    scale = last(_up(_scale_and_shift(a), size))  # [N, H, W, 4]
     offset = last(_up(b, size))
     out = (scale * F.linear(last(src), matrix(_EXTEND).t()) + offset).clamp(0.0, 1.0)
     fgr, pha = F.linear(out, matrix(_PICK_RGB).t()), F.linear(out, matrix(_PICK_ALPHA).t())
     return fgr.permute(0, 3, 1, 2), pha.permute(0, 3, 1, 2)
+
