@@ -5,6 +5,8 @@
 #
 #   benchmarks/headline.sh [OUT]        (default OUT: benchmarks/results/headline)
 #   CKPT=runs/smoke/checkpoint_last.pth benchmarks/headline.sh   # another checkpoint (default: the golden weights)
+#   BENCH=0 benchmarks/headline.sh      # exports only; run again later (exports are kept) to time them on a quiet machine
+#   BACK_TO_BACK=1 benchmarks/headline.sh   # also time consecutive frames per artifact (block interleave, no pause)
 #
 # Export logs and reports land under OUT/<target>-<bucket>/; OUT/bench.json has the timings and OUT/bench.md the
 # table. Run it on a quiet machine: the speed-up column is a ratio within one run; absolute numbers move with load.
@@ -50,10 +52,17 @@ echo "== original-style ONNX stand-in (benchmarks/original_style_onnx.py)"
 "$BIN/python" "$ROOT/benchmarks/original_style_onnx.py" --checkpoint "$CKPT" --out "$OUT/original_style.onnx" \
   >"$OUT/original_style.log" 2>&1 || { echo "   FAILED: see $OUT/original_style.log"; exit 1; }
 
+if [ "${BENCH:-1}" = 0 ]; then echo "== BENCH=0: exports only"; exit $status; fi
 echo "== side-by-side timing ($THREADS threads)"
 dirs=()
 for d in "$OUT"/*/; do [ -f "$d/manifest.json" ] && dirs+=("$d"); done
 "$BIN/rvm-export" bench "${dirs[@]}" --foreign "$OUT/original_style.onnx" --threads "$THREADS" --quiet \
   --resolution 1920x1080@0.25 --resolution 3840x2160@0.125 --frames "${BENCH_FRAMES:-20}" --rounds "${ROUNDS:-3}" \
   --json "$OUT/bench.json" | tee "$OUT/bench.md" || status=1
+if [ "${BACK_TO_BACK:-0}" = 1 ]; then  # the same artifacts timed on consecutive frames (a video's pattern)
+  echo "== back-to-back timing: --interleave block, no settle pause ($THREADS threads)"
+  "$BIN/rvm-export" bench "${dirs[@]}" --foreign "$OUT/original_style.onnx" --threads "$THREADS" --quiet \
+    --resolution 1920x1080@0.25 --resolution 3840x2160@0.125 --frames "${BENCH_FRAMES:-20}" --rounds "${ROUNDS:-3}" \
+    --interleave block --settle-ms 0 --json "$OUT/bench_back_to_back.json" | tee "$OUT/bench_back_to_back.md" || status=1
+fi
 exit $status

@@ -399,3 +399,34 @@ def test_full_resolution_100_frames(golden_model, tmp_path_factory, bucket, dyna
     print(f"PARITY {artifact.name} {bucket.label} 100 frames: max abs {report.max_abs:.2e}, "
           f"pha MAD {report.pha_mad:.2e}")  # shown with pytest -rA
     assert report.frames == 100 and report.max_abs <= 1e-4, report.failures()
+
+
+# -- benchmarks/runtime_profile.py (issue 16: where ONNX Runtime's time goes) ---------------------------------------
+def test_runtime_profile_counts_the_timed_frames_only(static_fp32):
+    """ONNX Runtime's profiler, summed per op type and divided by the timed frames: with one thread the kernels of a
+    frame run one after another, so their per-frame sum cannot exceed the slowest timed frame's wall time; counting
+    the slower warm-up frame's events, or dividing by the wrong count, breaks that. Node and type sums agree."""
+    from pathlib import Path
+
+    from benchmarks.runtime_profile import profile_onnx, scene
+
+    artifact = static_fp32[0]
+    bucket = artifact.buckets[0]
+    by_type, nodes, wall = profile_onnx(Path(artifact.path), bucket, 1, scene(bucket, 3), warmup=1)
+    assert len(wall) == 2
+    assert by_type.get("Conv", 0) > 0 and by_type.get("Resize", 0) > 0  # NCHWc convolutions and the tail's upsample
+    assert sum(ms for *_, ms in nodes) == pytest.approx(sum(by_type.values()), rel=1e-9)
+    assert sum(by_type.values()) <= 1.1 * max(wall)
+
+
+def test_runtime_profile_refuses_other_files_before_loading(tmp_path, capsys):
+    from benchmarks.runtime_profile import main
+
+    model = tmp_path / "m.tflite"
+    model.write_bytes(b"x")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(model), "--resolution", "256x144@0.5"])
+    assert exit_info.value.code == 2 and "tflite_op_profile.py" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "absent.onnx"), "--resolution", "256x144@0.5"])
+    assert exit_info.value.code == 2 and "no such file" in capsys.readouterr().err

@@ -418,3 +418,20 @@ def test_dynamic_ir_equals_pytorch_at_the_ratio_it_receives(dynamic_fp32, dynami
     bound = tolerance_for("openvino", precision)
     assert max(errors.values()) <= (1e-4 if precision == "fp32" else bound.frame_max), errors
     assert precision == "fp32" or pha_mad <= bound.pha_mad
+
+
+def test_runtime_profile_reads_openvinos_per_layer_counters(static_fp32):
+    """OpenVINO's PERF_COUNT per layer, per timed frame: convolutions are listed with their kernel, and with one
+    thread a frame's summed layer times stay within its wall time."""
+    from pathlib import Path
+
+    from benchmarks.runtime_profile import profile_openvino, scene
+
+    artifact = static_fp32["static"]
+    bucket = artifact.buckets[0]
+    xml = ovt_runtime.xml_path(Path(artifact.path))
+    by_type, nodes, wall = profile_openvino(xml, bucket, 1, scene(bucket, 3), warmup=1)
+    assert len(wall) == 2
+    assert any(kind.startswith("Convolution [") and ms > 0 for kind, ms in by_type.items())
+    assert sum(ms for *_, ms in nodes) == pytest.approx(sum(by_type.values()), rel=1e-9)
+    assert sum(by_type.values()) <= 1.1 * max(wall)
