@@ -1,9 +1,10 @@
 """Turn a ``benchmarks/headline.sh`` run into the README's tables and a speed-up plot.
 
 Reads ``OUT/*/manifest.json`` (parity of every artifact, as the export measured it) and ``OUT/bench.json`` (the
-side-by-side timing), prints two markdown tables (parity; throughput with the speed-up against the original-style
-stand-in timed in the same run, and the TOOLCHAIN anchors for reference) and writes ``OUT/headline.png`` and
-``OUT/headline.json``.
+side-by-side timing, one frame of each artifact in turn after an idle pause), plus ``OUT/bench_back_to_back.json``
+when ``BACK_TO_BACK=1`` made it (consecutive frames per artifact), prints two markdown tables (parity; throughput
+with the speed-up against the original-style stand-in timed in the same run, and the TOOLCHAIN anchors for
+reference) and writes ``OUT/headline.png`` and ``OUT/headline.json``.
 
     python benchmarks/headline_tables.py benchmarks/results/headline [--png docs/figures/headline_speed.png]
 """
@@ -48,24 +49,40 @@ def parity_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def speed_rows(bench: dict[str, Any]) -> list[dict[str, Any]]:
+def _speedups(bench: dict[str, Any]) -> dict[tuple[str, str], tuple[float, float | None]]:
+    """{(name, bucket): (median ms, speed-up against the stand-in of the same run and bucket)}."""
     base = {r["bucket"]: r["median_ms"] for r in bench["results"] if r["name"] == ORIGINAL}
+    return {(r["name"], r["bucket"]): (r["median_ms"], base[r["bucket"]] / r["median_ms"] if r["bucket"] in base
+                                       else None) for r in bench["results"]}
+
+
+def speed_rows(bench: dict[str, Any], back_to_back: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    speed = _speedups(bench)
+    other = _speedups(back_to_back) if back_to_back else {}
     rows = []
     for r in bench["results"]:
+        b2b_ms, b2b_speedup = other.get((r["name"], r["bucket"]), (None, None))
         rows.append({"name": r["name"], "bucket": r["bucket"], "median_ms": r["median_ms"], "p90_ms": r["p90_ms"],
-                     "fps": r["fps"], "speedup": base[r["bucket"]] / r["median_ms"] if r["bucket"] in base else None,
+                     "fps": r["fps"], "speedup": speed[(r["name"], r["bucket"])][1],
+                     "back_to_back_ms": b2b_ms, "back_to_back_speedup": b2b_speedup,
                      "vs_anchor": ANCHORS_MS[r["bucket"]] / r["median_ms"] if r["bucket"] in ANCHORS_MS else None,
                      "runtime": r["runtime"]})
     return rows
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| artifact | bucket | median ms | p90 ms | speed-up vs original-style (same run) | anchor ms / median |",
-             "|---|---|---|---|---|---|"]
+    b2b = any(r["back_to_back_speedup"] for r in rows)
+    lines = ["| artifact | bucket | median ms | p90 ms | speed-up vs original-style (same run) | anchor ms / median |"
+             + (" back-to-back median ms | back-to-back speed-up |" if b2b else ""),
+             "|---|---|---|---|---|---|" + ("---|---|" if b2b else "")]
     for r in rows:
         speed = f"{r['speedup']:.2f}x" if r["speedup"] else "-"
         anchor = f"{r['vs_anchor']:.2f}" if r["vs_anchor"] else "-"
-        lines.append(f"| {r['name']} | {r['bucket']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {speed} | {anchor} |")
+        line = f"| {r['name']} | {r['bucket']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {speed} | {anchor} |"
+        if b2b:
+            line += (f" {r['back_to_back_ms']:.1f} | {r['back_to_back_speedup']:.2f}x |" if r["back_to_back_speedup"]
+                     else " - | - |")
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -93,13 +110,26 @@ def plot(rows: list[dict[str, Any]], path: Path, machine: str) -> None:
     for ax, bucket in zip(axes[:, 0], buckets):
         sub = sorted((r for r in rows if r["bucket"] == bucket and r["speedup"]), key=lambda r: r["speedup"])
         values = [r["speedup"] for r in sub]
+        b2b = [r["back_to_back_speedup"] for r in sub]
+        height = 0.4 if any(b2b) else 0.8
         colors = ["0.6" if r["name"] == ORIGINAL else "tab:blue" for r in sub]
-        ax.barh(range(len(sub)), values, color=colors)
+        ax.barh([y + (height / 2 if any(b2b) else 0) for y in range(len(sub))], values, height=height, color=colors)
+        for y, v in enumerate(values):
+            ax.text(v, y + (height / 2 if any(b2b) else 0), f" {v:.2f}x", va="center", fontsize=7)
+        if any(b2b):
+            ax.barh([y - height / 2 for y in range(len(sub))], [v or 0 for v in b2b], height=height,
+                    color="tab:orange")
+            for y, v in enumerate(b2b):
+                if v:
+                    ax.text(v, y - height / 2, f" {v:.2f}x", va="center", fontsize=7)
+            from matplotlib.patches import Patch
+
+            ax.legend(handles=[Patch(color="tab:blue", label="one frame each in turn, 25 ms pause before each"),
+                               Patch(color="tab:orange", label="back to back (consecutive frames per artifact)")],
+                      fontsize=7, loc="lower right")
         ax.set_yticks(range(len(sub)), [_short(r["name"], bucket) for r in sub], fontsize=8)
         ax.axvline(1.0, color="k", lw=0.8)
-        for y, v in enumerate(values):
-            ax.text(v, y, f" {v:.2f}x", va="center", fontsize=8)
-        ax.set_xlim(0, max(values) * 1.15)
+        ax.set_xlim(0, max(values + [v or 0 for v in b2b]) * 1.15)
         ax.set_title(f"{bucket}: speed-up vs the original-style ONNX on ONNX Runtime fp32 (same run)", fontsize=10)
         ax.set_xlabel("original-style median / artifact median (higher is faster)", fontsize=9)
     fig.suptitle(machine, fontsize=9)
@@ -117,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{bench_path} missing: run benchmarks/headline.sh first", file=sys.stderr)
         return 2
     bench = json.loads(bench_path.read_text(encoding="utf-8"))
+    b2b_path = args.out / "bench_back_to_back.json"
+    back_to_back = json.loads(b2b_path.read_text(encoding="utf-8")) if b2b_path.is_file() else None
     parity = parity_rows(args.out)
-    speed = speed_rows(bench)
+    speed = speed_rows(bench, back_to_back)
     machine = bench.get("machine", {})
     label = (f"{machine.get('cpu', '?')}, {bench.get('threads')} threads, load average "
              f"{machine.get('load_average', '?')}")

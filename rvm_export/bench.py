@@ -19,7 +19,7 @@ import numpy as np
 
 from rvm_export.core.rollout import MovingScene
 from rvm_export.core.bucket import Bucket
-from rvm_export.core.errors import UsageError
+from rvm_export.core.errors import MissingRuntimeError, UsageError
 
 __all__ = ["BenchEntry", "BenchResult", "bench_side_by_side", "format_table", "machine_info"]
 
@@ -70,7 +70,8 @@ def _step_ms(stream: Any, start: float) -> float:
 
 def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 30, warmup: int = 3,
                        rounds: int = 3, progress: bool = True, distinct_frames: int = 4,
-                       interleave: str = "frame", settle_ms: float = 25.0) -> list[BenchResult]:
+                       interleave: str = "frame", settle_ms: float = 25.0,
+                       skipped: dict[str, str] | None = None) -> list[BenchResult]:
     """Time every entry at ``bucket`` for ``frames`` timed steps each.
 
     ``interleave="frame"``: one frame of each entry per step, the order reversed every other step (A B C, C B A,
@@ -83,8 +84,12 @@ def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 
     1920x1080 @ 0.25 with three ONNX Runtime sessions: a 10-15 % bias in favour of the first entry, gone with the
     pause or with spinning off. An app running at its frame rate also idles between frames.
 
+    ``skipped``: when given, an entry this machine cannot run (its load raises MissingRuntimeError: OpenVINO bf16
+    without AMX/AVX512-BF16) is left out and named there with the reason instead of ending the run.
+
     Raises UsageError for a bad count or pause, and for a runner that declares ``untimed_reason`` (a numerics check
-    such as coreml's MIL executor: its speed says nothing about the runtime an app uses).
+    such as coreml's MIL executor: its speed says nothing about the runtime an app uses); MissingRuntimeError from a
+    load when ``skipped`` is None.
     """
     if interleave not in INTERLEAVES:
         raise ValueError(f"interleave must be one of {INTERLEAVES}, got {interleave!r}")
@@ -96,7 +101,13 @@ def bench_side_by_side(entries: list[BenchEntry], bucket: Bucket, frames: int = 
     loaded = []
     for entry in entries:
         start = time.perf_counter()
-        runner = entry.load()
+        try:
+            runner = entry.load()
+        except MissingRuntimeError as exc:
+            if skipped is None:
+                raise
+            skipped[entry.name] = str(exc)
+            continue
         load_s = time.perf_counter() - start
         if getattr(runner, "untimed_reason", None):  # a numerics check, not a runtime (coreml's MIL executor)
             raise UsageError(f"{entry.name} is not timed here: {runner.untimed_reason}")

@@ -86,3 +86,21 @@ def test_settle_pause_separates_steps_and_is_not_timed():
     timed = stamps[2:]
     assert min(b - a for a, b in zip(timed, timed[1:])) >= 0.029  # a pause before every timed step
     assert all(r.median_ms < 29 for r in results)  # ... that the timings do not include
+
+
+def test_an_entry_this_machine_cannot_run_is_skipped_with_its_reason():
+    """A load that raises MissingRuntimeError (OpenVINO bf16 without AMX) leaves that row out, named with the reason,
+    and the other rows are timed; without a ``skipped`` dict the error propagates as before."""
+    from rvm_export.core.errors import MissingRuntimeError
+
+    def lacking():
+        raise MissingRuntimeError("CPU (test) cannot run inference precision bf16")
+
+    log: list = []
+    entries = [*_entries(log, ("a",)), BenchEntry("bf16", lacking), *_entries(log, ("b",))]
+    skipped: dict = {}
+    results = bench_side_by_side(entries, BUCKET, frames=2, warmup=0, progress=False, settle_ms=0, skipped=skipped)
+    assert [r.name for r in results] == ["a", "b"]
+    assert skipped == {"bf16": "CPU (test) cannot run inference precision bf16"}
+    with pytest.raises(MissingRuntimeError):
+        bench_side_by_side(entries, BUCKET, frames=2, warmup=0, progress=False, settle_ms=0)

@@ -129,9 +129,13 @@ def run(args: argparse.Namespace) -> int:
         if not entries:
             print(f"no artifact runs at {bucket.label}; skipped", file=sys.stderr)
             continue
+        unrunnable: dict[str, str] = {}
         results += bench_side_by_side(entries, bucket, frames=args.frames, warmup=args.warmup, rounds=args.rounds,
                                       progress=not args.quiet, interleave=args.interleave,
-                                      settle_ms=args.settle_ms)
+                                      settle_ms=args.settle_ms, skipped=unrunnable)
+        for name, why in unrunnable.items():
+            print(f"{name}: skipped at {bucket.label}, this machine cannot run it: {why}", file=sys.stderr)
+            skipped[name] = f"this machine cannot run it: {why}"
     print(format_table(results, baseline))
     if args.json:
         write_json_atomic(args.json, {"machine": machine_info(), "threads": args.threads, "baseline": baseline,
