@@ -49,21 +49,29 @@ def parity_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _speedups(bench: dict[str, Any]) -> dict[tuple[str, str], tuple[float, float | None]]:
-    """{(name, bucket): (median ms, speed-up against the stand-in of the same run and bucket)}."""
+def _speedups(bench: dict[str, Any]) -> dict[tuple[str, str, int], tuple[float, float | None]]:
+    """{(name, bucket, occurrence): (median ms, speed-up against the stand-in of the same run and bucket)}; the
+    occurrence counts rows of the same name (two export folders can hold the same dynamic file name)."""
     base = {r["bucket"]: r["median_ms"] for r in bench["results"] if r["name"] == ORIGINAL}
-    return {(r["name"], r["bucket"]): (r["median_ms"], base[r["bucket"]] / r["median_ms"] if r["bucket"] in base
-                                       else None) for r in bench["results"]}
+    seen: dict[tuple[str, str], int] = {}
+    out = {}
+    for r in bench["results"]:
+        key = (r["name"], r["bucket"])
+        seen[key] = seen.get(key, -1) + 1
+        out[(*key, seen[key])] = (r["median_ms"], base[r["bucket"]] / r["median_ms"] if r["bucket"] in base else None)
+    return out
 
 
 def speed_rows(bench: dict[str, Any], back_to_back: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     speed = _speedups(bench)
     other = _speedups(back_to_back) if back_to_back else {}
-    rows = []
+    rows, seen = [], {}
     for r in bench["results"]:
-        b2b_ms, b2b_speedup = other.get((r["name"], r["bucket"]), (None, None))
+        key = (r["name"], r["bucket"])
+        seen[key] = seen.get(key, -1) + 1
+        b2b_ms, b2b_speedup = other.get((*key, seen[key]), (None, None))
         rows.append({"name": r["name"], "bucket": r["bucket"], "median_ms": r["median_ms"], "p90_ms": r["p90_ms"],
-                     "fps": r["fps"], "speedup": speed[(r["name"], r["bucket"])][1],
+                     "fps": r["fps"], "speedup": speed[(*key, seen[key])][1],
                      "back_to_back_ms": b2b_ms, "back_to_back_speedup": b2b_speedup,
                      "vs_anchor": ANCHORS_MS[r["bucket"]] / r["median_ms"] if r["bucket"] in ANCHORS_MS else None,
                      "runtime": r["runtime"]})
