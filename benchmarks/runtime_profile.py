@@ -8,7 +8,8 @@ spinning; OpenVINO: the runner's LATENCY hint, one stream, the artifact's infere
 op type (ONNX Runtime: the node's ``op_name`` after graph optimisation, e.g. FusedConv, ReorderInput; OpenVINO: the
 layer type with its kernel, e.g. ``Convolution [jit_avx2_FP32]``) and divided by the frame count: milliseconds per
 frame and their share of the summed kernel time. The heaviest single nodes follow. Kernel sums leave out the
-runtime's own overhead between nodes, so the total is printed beside the wall-clock median per frame.
+runtime's own overhead between nodes and count what the profiler attributes to each node (OpenVINO's can come out
+a little above the wall clock), so the total is printed beside the wall-clock median per frame.
 
     python benchmarks/runtime_profile.py FILE.onnx|FILE.xml --resolution 1920x1080@0.25 [--threads 2]
         [--frames 20] [--warmup 3] [--top 15] [--json OUT.json]
@@ -46,12 +47,14 @@ def profile_onnx(path: Path, bucket, threads: int, frames: list[np.ndarray], war
     provider with the product's session options and profiling on."""
     import onnxruntime as ort
 
+    from rvm_export.core.errors import InputError
     from rvm_export.core.names import RATIO, SRC, STATE_PAIRS
     from rvm_export.core.spec import IOSpec
     from targets.onnx.runtime import read_contract
 
     contract = read_contract(path)  # None: a file made elsewhere with the original I/O names
     spec = IOSpec.from_dict(contract) if contract else IOSpec("mobilenetv3", "deep_guided_filter")
+    spec.check_bucket(bucket)  # a static file at another size or ratio: UsageError before anything runs
     so = ort.SessionOptions()
     so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -71,7 +74,11 @@ def profile_onnx(path: Path, bucket, threads: int, frames: list[np.ndarray], war
             if RATIO in names:
                 feeds[RATIO] = np.array([bucket.ratio], np.float32)
             start = time.perf_counter()
-            values = dict(zip(outputs, session.run(None, {k: v for k, v in feeds.items() if k in names})))
+            try:
+                values = dict(zip(outputs, session.run(None, {k: v for k, v in feeds.items() if k in names})))
+            except Exception as exc:  # ONNX Runtime's own error types (e.g. a foreign file's fixed shapes)
+                raise InputError(f"ONNX Runtime cannot run {path} at {bucket.label}: "
+                                 f"{str(exc).splitlines()[0]}") from None
             if index >= warmup:
                 wall.append((time.perf_counter() - start) * 1e3)
             states = {i: values[o] for o, i in STATE_PAIRS}
@@ -135,6 +142,7 @@ def table(by_type: dict[str, float], nodes: list[tuple[str, str, float]], wall: 
 
 def main(argv: list[str] | None = None) -> int:
     from rvm_export.bench import machine_info
+    from rvm_export.core.args import output_path
     from rvm_export.core.bucket import parse_bucket
     from rvm_export.core.errors import RvmExportError
 
@@ -144,16 +152,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=20, help="timed frames (default 20)")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--top", type=int, default=15)
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--top", type=int, default=15, help="heaviest nodes listed (>= 1)")
+    parser.add_argument("--json", type=output_path, help="also write the profile here (checked before any work)")
     args = parser.parse_args(argv)
-    if args.frames < 1 or args.warmup < 0 or args.threads < 1:
-        parser.error("--frames and --threads must be >= 1, --warmup >= 0")
+    if args.frames < 1 or args.warmup < 0 or args.threads < 1 or args.top < 1:
+        parser.error("--frames, --threads and --top must be >= 1, --warmup >= 0")
     suffix = args.model.suffix.lower()
     if suffix not in (".onnx", ".xml"):
         parser.error(f"{args.model}: give an .onnx or an OpenVINO .xml (for .tflite: benchmarks/tflite_op_profile.py)")
-    if not args.model.is_file():
+    if not args.model.exists():
         parser.error(f"{args.model}: no such file")
+    if not args.model.is_file():
+        parser.error(f"{args.model} is a folder, not a model file")
     try:
         bucket = parse_bucket(args.resolution)
         frames = scene(bucket, args.warmup + args.frames)

@@ -211,3 +211,20 @@ def test_mil_program_check_is_not_timed(golden_pth, tmp_path):
     assert "not timed" in by_target["coreml"]["benchmark_errors"][0]
     assert len(by_target["onnx"]["benchmark"]) == 1  # the real runtime beside it is still timed
     assert "not Core ML" in (tmp_path / "report.md").read_text()
+
+
+def test_bench_with_nothing_this_machine_can_run_exits_3_and_writes_no_results(exported, tmp_path, monkeypatch,
+                                                                                 capsys):
+    import targets.onnx
+    from rvm_export.core.errors import MissingRuntimeError
+
+    def lacking(artifact, options):
+        raise MissingRuntimeError("CPU (test) cannot run inference precision bf16")
+
+    monkeypatch.setattr(targets.onnx, "load", lacking)
+    _, out = exported
+    results = tmp_path / "bench.json"
+    code = main(["bench", str(out), "--resolution", "256x144@0.5", "--frames", "2", "--json", str(results),
+                 "--quiet"])
+    assert code == ExitCode.MISSING_RUNTIME and not results.exists()
+    assert "nothing was timed: this machine cannot run" in capsys.readouterr().err

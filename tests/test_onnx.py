@@ -419,8 +419,14 @@ def test_runtime_profile_counts_the_timed_frames_only(static_fp32):
     assert sum(by_type.values()) <= 1.1 * max(wall)
 
 
-def test_runtime_profile_refuses_other_files_before_loading(tmp_path, capsys):
+def test_runtime_profile_refuses_other_files_before_loading(tmp_path, capsys, static_fp32):
     from benchmarks.runtime_profile import main
+
+    assert main([str(static_fp32[0].path), "--resolution", "1920x1080@0.25", "--frames", "1"]) == 2
+    assert "cannot run it at 1920x1080@0.25" in capsys.readouterr().err  # a static file at another bucket
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(static_fp32[0].path), "--resolution", "256x144@0.5", "--json", str(tmp_path)])
+    assert exit_info.value.code == 2 and "is a folder, not a file" in capsys.readouterr().err
 
     model = tmp_path / "m.tflite"
     model.write_bytes(b"x")

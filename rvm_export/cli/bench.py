@@ -8,7 +8,7 @@ from pathlib import Path
 from rvm_export.core.args import MAX_FRAMES, MAX_SETTLE_MS, bounded_int, input_path, non_negative_float
 from rvm_export.core.atomic import write_json_atomic
 from rvm_export.core.bucket import Bucket, parse_bucket
-from rvm_export.core.errors import ExitCode, InputError, UsageError
+from rvm_export.core.errors import ExitCode, InputError, MissingRuntimeError, UsageError
 from rvm_export.core.request import Artifact, RuntimeOptions
 from rvm_export.core.spec import IOSpec, Precision
 from targets import get_target
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name}: skipped, not timed: {why}", file=sys.stderr)
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = []
+    results, cannot_run = [], {}
     for bucket, entries in plan:
         if not entries:
             print(f"no artifact runs at {bucket.label}; skipped", file=sys.stderr)
@@ -135,7 +135,13 @@ def run(args: argparse.Namespace) -> int:
                                       settle_ms=args.settle_ms, skipped=unrunnable)
         for name, why in unrunnable.items():
             print(f"{name}: skipped at {bucket.label}, this machine cannot run it: {why}", file=sys.stderr)
-            skipped[name] = f"this machine cannot run it: {why}"
+            skipped[name] = f"this machine cannot run it at {bucket.label}: {why}"
+            cannot_run[name] = why
+    if not results and cannot_run:  # nothing written: no results file that looks complete
+        raise MissingRuntimeError("nothing was timed: this machine cannot run "
+                                  + "; ".join(f"{name} ({why})" for name, why in cannot_run.items()))
+    if baseline in skipped:
+        print(f"--baseline {baseline} was not timed ({skipped[baseline]}): no speed-up column", file=sys.stderr)
     print(format_table(results, baseline))
     if args.json:
         write_json_atomic(args.json, {"machine": machine_info(), "threads": args.threads, "baseline": baseline,

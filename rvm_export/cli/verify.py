@@ -1,8 +1,10 @@
 """Re-check parity of every artifact listed in an export folder's manifest against PyTorch (a CI gate): exit 1
-when an artifact fails or is missing or changed, 2 when the folder or the checkpoint is not the right input."""
+when an artifact fails or is missing or changed, 2 when the folder or the checkpoint is not the right input, 3 when
+this machine cannot run an artifact (e.g. OpenVINO bf16 without AMX/AVX512-BF16: "not checked here")."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ..verify import verify_folder
 from rvm_export.core.args import input_path
@@ -11,7 +13,8 @@ from .common import add_common, add_temporal, frame_count, seed, temporal_clips
 
 __all__ = ["add_arguments", "run", "HELP"]
 
-HELP = "re-check an export folder against PyTorch; exit 1 when an artifact fails, 2 for bad input"
+HELP = ("re-check an export folder against PyTorch; exit 1 when an artifact fails, 2 for bad input, 3 when this "
+        "machine cannot run one")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -37,6 +40,10 @@ def run(args: argparse.Namespace) -> int:
               + "".join(f"\n  {_temporal_line(t)}" for t in record.temporal)
               + "".join(f"\n  {e}" for e in record.errors)
               + (f"\n  not checked here: {record.unchecked}" if record.unchecked else ""))
+    unchecked = [r for r in result.records if r.unchecked and not r.errors]
+    if unchecked and result.exit_code == 3:
+        print(f"rvm-export: error: {len(unchecked)} artifact(s) not checked against PyTorch here: "
+              + "; ".join(f"{r.artifact.name}: {r.unchecked}" for r in unchecked), file=sys.stderr)
     return result.exit_code
 
 

@@ -73,8 +73,9 @@ def check_precision_support(core, device: str, inference_precision: str) -> None
     if INFERENCE_PRECISIONS[inference_precision] not in capabilities:
         name = core.get_property(device, "FULL_DEVICE_NAME")
         raise MissingRuntimeError(f"{device} ({name}) cannot run inference precision {inference_precision}: its "
-                                  f"capabilities are {', '.join(capabilities)}; use f32, or a device with "
-                                  f"{INFERENCE_PRECISIONS[inference_precision]}")
+                                  f"capabilities are {', '.join(capabilities)}; run it on a device with "
+                                  f"{INFERENCE_PRECISIONS[inference_precision]} (AMX or AVX512-BF16 for bf16), or "
+                                  f"export --precision fp32 for this one")
 
 
 class OpenVinoRunner(Runner):
