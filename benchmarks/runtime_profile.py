@@ -49,17 +49,14 @@ def profile_onnx(path: Path, bucket, threads: int, frames: list[np.ndarray], war
 
     from rvm_export.core.errors import InputError
     from rvm_export.core.names import RATIO, SRC, STATE_PAIRS
+    from rvm_export.core.request import RuntimeOptions
     from rvm_export.core.spec import IOSpec
-    from targets.onnx.runtime import read_contract
+    from targets.onnx.runtime import read_contract, session_options
 
     contract = read_contract(path)  # None: a file made elsewhere with the original I/O names
     spec = IOSpec.from_dict(contract) if contract else IOSpec("mobilenetv3", "deep_guided_filter")
     spec.check_bucket(bucket)  # a static file at another size or ratio: UsageError before anything runs
-    so = ort.SessionOptions()
-    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    so.log_severity_level = 3
+    so = session_options(RuntimeOptions(device="cpu", threads=threads, spin_wait=False))
     with tempfile.TemporaryDirectory() as tmp:
         so.enable_profiling = True
         so.profile_file_prefix = str(Path(tmp) / "ort")
@@ -85,17 +82,9 @@ def profile_onnx(path: Path, bucket, threads: int, frames: list[np.ndarray], war
         trace = json.loads(Path(session.end_profiling()).read_text())
     runs = sorted(e["ts"] for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run")
     first_timed = runs[warmup] if len(runs) > warmup else 0
-    by_type: dict[str, float] = defaultdict(float)
-    by_node: dict[tuple[str, str], float] = defaultdict(float)
-    for event in trace:
-        if event.get("cat") != "Node" or not event["name"].endswith("_kernel_time") or event["ts"] < first_timed:
-            continue
-        op = event["args"].get("op_name", "?")
-        by_type[op] += event["dur"] / 1e3
-        by_node[(event["name"][: -len("_kernel_time")], op)] += event["dur"] / 1e3
-    count = len(frames) - warmup
-    return ({k: v / count for k, v in by_type.items()},
-            [(n, op, ms / count) for (n, op), ms in by_node.items()], wall)
+    kernels = [(e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?"), e["dur"] / 1e3) for e in trace
+               if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= first_timed]
+    return (*_per_frame(kernels, len(frames) - warmup), wall)
 
 
 def profile_openvino(path: Path, bucket, threads: int, frames: list[np.ndarray], warmup: int
@@ -106,8 +95,7 @@ def profile_openvino(path: Path, bucket, threads: int, frames: list[np.ndarray],
 
     runner = load_ir(path, RuntimeOptions(device="cpu", threads=threads), config={"PERF_COUNT": True})
     stream = runner.stream(bucket)
-    by_type: dict[str, float] = defaultdict(float)
-    by_node: dict[tuple[str, str], float] = defaultdict(float)
+    kernels: list[tuple[str, str, float]] = []
     wall: list[float] = []
     for index, frame in enumerate(frames):
         start = time.perf_counter()
@@ -115,16 +103,20 @@ def profile_openvino(path: Path, bucket, threads: int, frames: list[np.ndarray],
         if index < warmup:
             continue
         wall.append((time.perf_counter() - start) * 1e3)
-        for info in stream.request.profiling_info:
-            if info.status.name != "EXECUTED":
-                continue
-            kind = f"{info.node_type} [{info.exec_type}]"
-            ms = info.real_time.total_seconds() * 1e3
-            by_type[kind] += ms
-            by_node[(info.node_name, kind)] += ms
-    count = len(frames) - warmup
-    return ({k: v / count for k, v in by_type.items()},
-            [(n, op, ms / count) for (n, op), ms in by_node.items()], wall)
+        kernels += [(info.node_name, f"{info.node_type} [{info.exec_type}]", info.real_time.total_seconds() * 1e3)
+                    for info in stream.request.profiling_info if info.status.name == "EXECUTED"]
+    return (*_per_frame(kernels, len(frames) - warmup), wall)
+
+
+def _per_frame(kernels: list[tuple[str, str, float]], frames: int
+               ) -> tuple[dict[str, float], list[tuple[str, str, float]]]:
+    """(ms per frame by op type, [(node, op type, ms per frame)]) from (node, op type, ms) of ``frames`` frames."""
+    by_type: dict[str, float] = defaultdict(float)
+    by_node: dict[tuple[str, str], float] = defaultdict(float)
+    for node, kind, ms in kernels:
+        by_type[kind] += ms
+        by_node[(node, kind)] += ms
+    return ({k: v / frames for k, v in by_type.items()}, [(n, k, ms / frames) for (n, k), ms in by_node.items()])
 
 
 def table(by_type: dict[str, float], nodes: list[tuple[str, str, float]], wall: list[float], top: int) -> str:
@@ -143,6 +135,7 @@ def table(by_type: dict[str, float], nodes: list[tuple[str, str, float]], wall: 
 def main(argv: list[str] | None = None) -> int:
     from rvm_export.bench import machine_info
     from rvm_export.core.args import output_path
+    from rvm_export.core.atomic import write_json_atomic
     from rvm_export.core.bucket import parse_bucket
     from rvm_export.core.errors import RvmExportError
 
@@ -177,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     print(table(by_type, nodes, wall, args.top))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({
+        write_json_atomic(args.json, {
             "model": str(args.model), "runtime": runtime, "bucket": bucket.label, "threads": args.threads,
             "frames": args.frames, "machine": machine_info(), "wall_ms": wall,
             "ms_per_frame_by_type": by_type,
             "nodes": [{"name": n, "type": op, "ms": ms} for n, op, ms in sorted(nodes, key=lambda t: -t[2])],
-        }, indent=1))
+        })
     return 0
 
 

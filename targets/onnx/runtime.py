@@ -16,7 +16,7 @@ from rvm_export.core.request import Artifact, RuntimeOptions
 from rvm_export.core.runner import Runner, check_frame, fed_back
 from rvm_export.core.spec import IOSpec
 
-__all__ = ["OnnxRunner", "OnnxStream", "load", "read_contract", "load_foreign", "PROVIDERS"]
+__all__ = ["OnnxRunner", "OnnxStream", "load", "read_contract", "load_foreign", "session_options", "PROVIDERS"]
 
 # device -> execution providers, first choice first
 PROVIDERS = {"cpu": ["CPUExecutionProvider"],
@@ -42,6 +42,23 @@ def providers_for(device: str) -> list[str]:
     return [p for p in PROVIDERS[device] if p in available]
 
 
+def session_options(options: RuntimeOptions):
+    """The ``onnxruntime.SessionOptions`` every session of this target uses: ``options.threads`` intra-op threads
+    (one inter-op), ORT_ENABLE_ALL (the NCHWc layout the CPU layout edits are made for), spinning as
+    ``options.spin_wait`` says, warnings silenced."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if options.threads:
+        so.intra_op_num_threads = options.threads
+        so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not options.spin_wait:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.log_severity_level = 3
+    return so
+
+
 class OnnxRunner(Runner):
     """One ONNX Runtime session over a model that follows ``spec``.
 
@@ -50,14 +67,7 @@ class OnnxRunner(Runner):
     def __init__(self, path: Path, spec: IOSpec, options: RuntimeOptions, artifact: Artifact | None = None) -> None:
         import onnxruntime as ort
 
-        so = ort.SessionOptions()
-        if options.threads:
-            so.intra_op_num_threads = options.threads
-            so.inter_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if not options.spin_wait:
-            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.log_severity_level = 3
+        so = session_options(options)
         providers = providers_for(options.device)
         try:
             self.session = ort.InferenceSession(str(path), so, providers=providers)

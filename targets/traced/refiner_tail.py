@@ -174,4 +174,3 @@ def _grouped4(src: Tensor, a: Tensor, b: Tensor, size: tuple[int, int]) -> tuple
     out = (scale * F.linear(last(src), matrix(_EXTEND).t()) + offset).clamp(0.0, 1.0)
     fgr, pha = F.linear(out, matrix(_PICK_RGB).t()), F.linear(out, matrix(_PICK_ALPHA).t())
     return fgr.permute(0, 3, 1, 2), pha.permute(0, 3, 1, 2)
-
